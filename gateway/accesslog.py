@@ -1,0 +1,73 @@
+"""One JSON line per request; a flood of rejections is sampled, never a flood of writes.
+
+Lines carry route, outcome, failed check and reason, client IP, status, duration and request
+id: never a secret, a signature, a header value or a body.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+# Rejections beyond this many lines per second are counted and summarised instead of written.
+REJECT_LINES_PER_SECOND = 20
+_NOISY = frozenset({"rejected", "rate_limited", "not_found", "bad_request", "overloaded"})
+
+
+class AccessLog:
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        burst: int = REJECT_LINES_PER_SECOND,
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+        self._clock = clock
+        self._wall = wall
+        self._burst = burst
+        self._window = 0.0
+        self._written = 0
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def request(self, **fields: Any) -> None:
+        now = self._clock()
+        if now - self._window >= 1.0:
+            self._flush_summary()
+            self._window = now
+            self._written = 0
+        if fields.get("outcome") in _NOISY:
+            if self._written >= self._burst:
+                key = (str(fields.get("route")), str(fields.get("outcome")))
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._written += 1
+        self._write({"ts": round(self._wall(), 3), "event": "request", **fields})
+
+    def _flush_summary(self) -> None:
+        if not self._suppressed:
+            return
+        for (route, outcome), count in self._suppressed.items():
+            self._write(
+                {
+                    "ts": round(self._wall(), 3),
+                    "event": "suppressed",
+                    "route": route,
+                    "outcome": outcome,
+                    "count": count,
+                }
+            )
+        self._suppressed.clear()
+
+    def flush(self) -> None:
+        self._flush_summary()
+        self._stream.flush()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        try:
+            self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except (OSError, ValueError):
+            pass  # a closed or full log stream must not fail requests

@@ -1,0 +1,129 @@
+"""Builds and runs the gateway: public listener, admin listener, lifecycle and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import IO
+
+from aiohttp import http_parser, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.accesslog import AccessLog
+from gateway.config import Config, Listen
+from gateway.forward import Forwarder
+from gateway.handler import Gateway
+from gateway.metrics import Metrics
+from gateway.server import make_server
+from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+
+log = logging.getLogger("webhook_gateway")
+
+
+def pure_python_parser() -> bool:
+    """True when aiohttp runs its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS or no C build)."""
+    return http_parser.HttpRequestParser is http_parser.HttpRequestParserPy  # type: ignore[attr-defined]
+
+
+class Service:
+    """One running gateway. `start()` binds, `stop()` drains and closes."""
+
+    def __init__(
+        self, config: Config, metrics: Metrics | None = None, log_stream: IO[str] | None = None
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.holder = SnapshotHolder(compile_snapshot(config, self.metrics))
+        publish_route_gauges(None, self.holder.current, self.metrics)
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.last_reload_success.set_to_current_time()
+        self.forwarder = Forwarder()
+        self.access_log = AccessLog(log_stream)
+        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log)
+        self.ready = False
+        self.stopping = asyncio.Event()
+        self._runner: web.ServerRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self.public_port = 0
+        self.admin_port = 0
+
+    @property
+    def config(self) -> Config:
+        return self.holder.current.config
+
+    async def start(self) -> None:
+        cfg = self.config
+        server = make_server(self.gateway, lambda: self.holder.current.config.limits.header_timeout)
+        self._runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_timeout)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port, backlog=1024)
+        await site.start()
+        self.public_port = _bound_port(site)
+        self._admin_runner = web.AppRunner(self._admin_app(), access_log=None)
+        await self._admin_runner.setup()
+        admin = web.TCPSite(self._admin_runner, cfg.admin_listen.host, cfg.admin_listen.port)
+        await admin.start()
+        self.admin_port = _bound_port(admin)
+        self.ready = True
+        log.info(
+            "listening",
+            extra={
+                "public": _show(cfg.listen, self.public_port),
+                "admin": _show(cfg.admin_listen, self.admin_port),
+            },
+        )
+
+    async def stop(self) -> None:
+        """Graceful: not ready at once, stop accepting, let in-flight requests finish."""
+        self.ready = False
+        if self._runner is not None:
+            await self._runner.cleanup()  # closes the listener, drains within shutdown_timeout
+        await self.forwarder.close()
+        self.access_log.flush()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+
+    def _admin_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        if not self.ready:
+            return web.json_response({"status": "not ready"}, status=503)
+        return web.json_response({"status": "ready"})
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # the asyncio server: the only place the bound port (for :0) lives
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+def _show(listen: Listen, port: int) -> str:
+    return str(Listen(listen.host, port))
+
+
+async def run(config: Config, stop_signals: bool = True) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code."""
+    service = Service(config)
+    await service.start()
+    loop = asyncio.get_running_loop()
+    if stop_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stopping.set)
+    await service.stopping.wait()
+    log.info("shutting down", extra={"timeout_s": config.shutdown_timeout})
+    service.ready = False
+    await service.stop()
+    return 0

@@ -1,0 +1,27 @@
+"""Signature / secret-token check: runs the route's scheme over the raw headers and body."""
+
+from __future__ import annotations
+
+from gateway.checks import Failure
+from gateway.schemes.base import MISSING, Signed, SigResult, Verifier
+
+
+class SignatureCheck:
+    __slots__ = ("allow_missing", "verifier")
+
+    def __init__(self, verifier: Verifier, allow_missing: bool) -> None:
+        self.verifier = verifier
+        self.allow_missing = allow_missing
+
+    def run(self, req: Signed) -> tuple[Failure | None, int | None]:
+        """-> (failure or None, index of the secret that matched)."""
+        try:
+            result: SigResult = self.verifier.verify(req)
+        except Exception:
+            # Fail closed: a scheme that raises has not verified anything.
+            return Failure("signature", "error"), None
+        if result.ok:
+            return None, result.secret_index
+        reason = result.reason or "mismatch"
+        decisive = not (reason == MISSING and self.allow_missing)
+        return Failure("signature", reason, decisive), None

@@ -1,0 +1,248 @@
+"""The one catch-all handler: route -> client IP -> checks -> decision -> forward or reject."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.accesslog import AccessLog
+from gateway.checks import Failure
+from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
+from gateway.clientip import client_ip, parse_ip
+from gateway.forward import Forwarder, UpstreamError, request_headers
+from gateway.metrics import NO_ROUTE, Metrics
+from gateway.pipeline import Decision, error_code, status_for
+from gateway.schemes.base import Signed
+from gateway.snapshot import Route, Snapshot, SnapshotHolder
+
+_JSON = "application/json"
+
+
+def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps({"error": code}).encode(),
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+class Gateway:
+    def __init__(
+        self,
+        holder: SnapshotHolder,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        log: AccessLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.holder = holder
+        self.forwarder = forwarder
+        self.metrics = metrics
+        self.log = log
+        self.clock = clock
+        self.inflight = 0
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        started_hook = getattr(request.protocol, "request_started", None)
+        if started_hook is not None:
+            started_hook()
+        snapshot = self.holder.current  # the whole request runs on this snapshot
+        if self.inflight >= snapshot.config.max_concurrency:
+            self.metrics.requests.labels(NO_ROUTE, "overloaded").inc()
+            resp = json_error(503, "overloaded", {"Retry-After": "1"})
+            resp.force_close()
+            return resp
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            return await self._handle(request, snapshot, started)
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+
+    async def _handle(
+        self, request: web.BaseRequest, snapshot: Snapshot, started: float
+    ) -> web.StreamResponse:
+        request_id = os.urandom(12).hex()
+        peer = parse_ip(request.remote or "")
+        client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
+        log = {"request_id": request_id, "client_ip": str(client) if client else None}
+
+        if request.version[0] != 1:
+            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line: we do not.
+            self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
+            resp = json_error(400, "bad_request")
+            resp.force_close()
+            return self._done(resp, None, "bad_request", log, started)
+
+        path = request.raw_path.partition("?")[0]
+        route = snapshot.routes.get(path)
+        if route is None:
+            self.metrics.requests.labels(NO_ROUTE, "not_found").inc()
+            return self._done(json_error(404, "not_found"), None, "not_found", log, started)
+        if request.method != "POST" and not (request.method == "GET" and route.allow_get):
+            self.metrics.requests.labels(route.name, "bad_request").inc()
+            allow = "GET, POST" if route.allow_get else "POST"
+            return self._done(
+                json_error(405, "method_not_allowed", {"Allow": allow}),
+                route,
+                "bad_request",
+                log,
+                started,
+            )
+
+        decision = Decision()
+        if route.source is not None:
+            try:
+                decision.add(route.source.run(client))
+            except Exception:
+                decision.add(Failure("source", "error"))
+        # Reject on the source before reading a byte of body, unless a canary needs the body
+        # to decide whether this request is enforced.
+        if not route.canary:
+            decision.enforce = route.enforce
+            if decision.reject is not None:
+                return self._reject(route, decision, log, started)
+
+        limits = snapshot.config.limits
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                body = await read_body(request, limits.max_body_bytes)
+        except BodyTooLarge:
+            # Body limits hold in both modes: the gateway never buffers an unbounded body.
+            route.metrics.failure("body", "too_large", "enforce")
+            decision.failures.insert(0, TOO_LARGE)
+            decision.enforce = True
+            resp = self._reject(route, decision, log, started)
+            resp.force_close()
+            return resp
+        except TimeoutError:
+            route.metrics.requests["bad_request"].inc()
+            resp = json_error(408, "body_timeout")
+            resp.force_close()
+            return self._done(resp, route, "bad_request", log, started)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            route.metrics.requests["bad_request"].inc()
+            resp = json_error(400, "incomplete_body")
+            resp.force_close()
+            return self._done(resp, route, "bad_request", log, started)
+
+        if route.canary:
+            decision.enforce = route.enforces(body)
+        if route.signature is not None and not (decision.enforce and decision.reject):
+            signed = Signed(request.headers, body, self.clock(), request.query_string)
+            failure, index = route.signature.run(signed)
+            decision.add(failure)
+            if index is not None:
+                decision.secret_index = index
+                route.metrics.secret_matched(index)
+
+        if decision.reject is not None:
+            return self._reject(route, decision, log, started)
+        self._count_failures(route, decision)
+        return await self._forward(
+            request,
+            route,
+            snapshot.config.limits.upstream_timeout,
+            body,
+            client,
+            decision,
+            log,
+            started,
+            request_id,
+        )
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        timeout: float,
+        body: bytes,
+        client: object,
+        decision: Decision,
+        log: dict[str, object],
+        started: float,
+        request_id: str,
+    ) -> web.StreamResponse:
+        proto = "https" if request.secure else "http"
+        extra = [
+            ("X-Forwarded-For", str(client) if client is not None else ""),
+            ("X-Forwarded-Proto", proto),
+            ("X-Request-Id", request_id),
+            ("X-Webhook-Verdict", decision.verdict()),
+        ]
+        headers = request_headers(request.headers, extra)
+        up_started = time.perf_counter()
+        try:
+            answer = await self.forwarder.send(
+                route.config.upstream, request.query_string, headers, body, timeout
+            )
+        except UpstreamError as exc:
+            route.metrics.upstream.observe(time.perf_counter() - up_started)
+            route.metrics.requests["upstream_error"].inc()
+            status, code = (504, "upstream_timeout") if exc.timeout else (502, "upstream_unavailable")
+            self._annotate(log, decision)
+            return self._done(json_error(status, code), route, "upstream_error", log, started)
+        route.metrics.upstream.observe(time.perf_counter() - up_started)
+        outcome = decision.outcome
+        route.metrics.requests[outcome].inc()
+        resp = web.Response(
+            status=answer.status, reason=answer.reason, body=answer.body, headers=answer.headers
+        )
+        self._annotate(log, decision)
+        return self._done(resp, route, outcome, log, started)
+
+    def _reject(
+        self, route: Route, decision: Decision, log: dict[str, object], started: float
+    ) -> web.Response:
+        failure = decision.reject
+        assert failure is not None
+        self._count_failures(route, decision, skip_body=True)
+        route.metrics.requests["rejected"].inc()
+        self._annotate(log, decision)
+        return self._done(
+            json_error(status_for(failure), error_code(failure)), route, "rejected", log, started
+        )
+
+    def _count_failures(self, route: Route, decision: Decision, skip_body: bool = False) -> None:
+        mode = "enforce" if decision.enforce else "report-only"
+        for f in decision.failures:
+            if skip_body and f.check == "body":
+                continue  # counted where it happened
+            route.metrics.failure(f.check, f.reason, mode)
+
+    @staticmethod
+    def _annotate(log: dict[str, object], decision: Decision) -> None:
+        f = decision.first_decisive or (decision.failures[0] if decision.failures else None)
+        if f is not None:
+            log["check"] = f.check
+            log["reason"] = f.reason
+        if decision.secret_index is not None:
+            log["secret"] = decision.secret_index
+
+    def _done(
+        self,
+        resp: web.Response,
+        route: Route | None,
+        outcome: str,
+        log: dict[str, object],
+        started: float,
+    ) -> web.Response:
+        elapsed = time.perf_counter() - started
+        if route is not None:
+            route.metrics.duration.observe(elapsed)
+        self.log.request(
+            route=route.name if route else None,
+            outcome=outcome,
+            status=resp.status,
+            duration_ms=round(elapsed * 1000, 3),
+            **log,
+        )
+        return resp

@@ -1,0 +1,129 @@
+"""Every metric the gateway exports, in one place, on an injected registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OUTCOMES = (
+    "forwarded",
+    "rejected",
+    "would_reject",
+    "duplicate",
+    "rate_limited",
+    "spooled",
+    "upstream_error",
+    "not_found",
+    "filtered",
+    "bad_request",
+    "overloaded",
+)
+CHECKS = ("source", "signature", "replay", "rate_limit", "body")
+REASONS = ("missing", "mismatch", "malformed", "stale", "not_allowed", "too_large", "error")
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+NO_ROUTE = "-"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "webhook_gateway_requests",
+            "Requests by route and outcome.",
+            ["route", "outcome"],
+            registry=r,
+        )
+        self.check_failures = Counter(
+            "webhook_gateway_check_failures",
+            "Failed checks, counted in both modes (mode says whether the route enforced).",
+            ["route", "check", "reason", "mode"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "webhook_gateway_request_duration_seconds",
+            "Whole request, from handler start to response.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "webhook_gateway_upstream_duration_seconds",
+            "Upstream part of a forwarded request.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.route_enforced = Gauge(
+            "webhook_gateway_route_enforced",
+            "1 when the route enforces, 0 in report-only, the fraction under a canary.",
+            ["route"],
+            registry=r,
+        )
+        self.secret_matches = Counter(
+            "webhook_gateway_secret_matches",
+            "Which configured secret matched, by its position in the list (from 0).",
+            ["route", "secret"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "webhook_gateway_config_reloads", "Config reloads by result.", ["result"], registry=r
+        )
+        self.last_reload_success = Gauge(
+            "webhook_gateway_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last config load that succeeded.",
+            registry=r,
+        )
+        self.inflight = Gauge("webhook_gateway_inflight_requests", "Requests being handled now.", registry=r)
+        for result in ("success", "error"):
+            self.config_reloads.labels(result)
+
+    def route(self, name: str, mode: str) -> RouteMetrics:
+        """Pre-bound children for one route, so the hot path does no label lookups."""
+        req = {o: self.requests.labels(name, o) for o in OUTCOMES}
+        return RouteMetrics(
+            name=name,
+            requests=req,
+            duration=self.request_duration.labels(name),
+            upstream=self.upstream_duration.labels(name),
+            metrics=self,
+        )
+
+    def remove_route(self, name: str) -> None:
+        """Drop the enforced gauge of a route a reload removed (counters keep their history)."""
+        try:
+            self.route_enforced.remove(name)
+        except KeyError:
+            pass
+
+
+@dataclass
+class RouteMetrics:
+    name: str
+    requests: dict[str, Counter]
+    duration: Histogram
+    upstream: Histogram
+    metrics: Metrics
+
+    def failure(self, check: str, reason: str, mode: str) -> None:
+        self.metrics.check_failures.labels(self.name, check, reason, mode).inc()
+
+    def secret_matched(self, index: int) -> None:
+        self.metrics.secret_matches.labels(self.name, str(index)).inc()

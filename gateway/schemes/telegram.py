@@ -1,0 +1,48 @@
+"""Telegram: `X-Telegram-Bot-Api-Secret-Token` carries the `secret_token` given to setWebhook.
+
+Telegram signs nothing: the token is compared as bytes, in constant time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import Problems, Reader, VerifyConfig
+from gateway.schemes.base import Signed, SigResult, indexed, match_any, one_header
+
+HEADER = "X-Telegram-Bot-Api-Secret-Token"
+_TOKEN_RE = re.compile(rb"^[A-Za-z0-9_-]{1,256}$")
+
+
+@dataclass(frozen=True)
+class TelegramVerifier:
+    secrets: tuple[tuple[int, bytes], ...]
+
+    def verify(self, req: Signed) -> SigResult:
+        given = one_header(req.headers, HEADER)
+        if isinstance(given, SigResult):
+            return given
+        return match_any(self.secrets, given, _identity)
+
+
+def _identity(secret: bytes) -> bytes:
+    return secret
+
+
+class TelegramScheme:
+    name = "telegram"
+    option_keys: frozenset[str] = frozenset()
+    replay_header = None
+
+    def check_secret(self, value: bytes) -> str | None:
+        if not _TOKEN_RE.match(value):
+            return "a Telegram secret_token is 1-256 characters of A-Z a-z 0-9 _ -"
+        return None
+
+    def parse_options(self, r: Reader, problems: Problems) -> Any:
+        return None
+
+    def build(self, verify: VerifyConfig) -> TelegramVerifier:
+        return TelegramVerifier(indexed(verify))

@@ -1,0 +1,90 @@
+"""A config compiled into what the hot path uses; reloads build a new one and swap it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from gateway.checks.signature import SignatureCheck
+from gateway.checks.source import SourceCheck
+from gateway.clientip import NetSet
+from gateway.config import Config, RouteConfig
+from gateway.metrics import Metrics, RouteMetrics
+from gateway.schemes import SCHEMES
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    config: RouteConfig
+    name: str
+    enforce: bool  # the route's mode is enforce (a canary may still pick report-only)
+    enforce_percent: int
+    source: SourceCheck | None
+    signature: SignatureCheck | None
+    metrics: RouteMetrics
+    allow_get: bool  # only schemes with a GET handshake (Meta) answer GET
+
+    def enforces(self, key: bytes) -> bool:
+        """Enforce or not for one request. Under a canary the choice hangs on a stable key
+        (the body bytes), so a sender's retry of the same update gets the same decision."""
+        if not self.enforce:
+            return False
+        if self.enforce_percent >= 100:
+            return True
+        bucket = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 100
+        return bucket < self.enforce_percent
+
+    @property
+    def canary(self) -> bool:
+        return self.enforce and self.enforce_percent < 100
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    routes: dict[str, Route]  # by exact path
+    trusted: NetSet
+
+
+def compile_route(rc: RouteConfig, metrics: Metrics) -> Route:
+    source = SourceCheck(NetSet(rc.allow_sources)) if rc.allow_sources is not None else None
+    signature = None
+    if rc.verify is not None:
+        verifier = SCHEMES[rc.verify.scheme].build(rc.verify)
+        signature = SignatureCheck(verifier, allow_missing=rc.verify.on_missing == "allow")
+    enforce = rc.mode == "enforce"
+    return Route(
+        config=rc,
+        name=rc.name,
+        enforce=enforce,
+        enforce_percent=rc.enforce_percent,
+        source=source,
+        signature=signature,
+        metrics=metrics.route(rc.name, rc.mode),
+        allow_get=False,
+    )
+
+
+def compile_snapshot(config: Config, metrics: Metrics) -> Snapshot:
+    routes = {rc.path: compile_route(rc, metrics) for rc in config.routes}
+    return Snapshot(config=config, routes=routes, trusted=NetSet(config.trusted_proxies))
+
+
+def publish_route_gauges(old: Snapshot | None, new: Snapshot, metrics: Metrics) -> None:
+    """`webhook_gateway_route_enforced`: 1, 0, or the canary fraction."""
+    for route in new.routes.values():
+        value = route.enforce_percent / 100 if route.enforce else 0.0
+        metrics.route_enforced.labels(route.name).set(value)
+    if old is not None:
+        gone = {r.name for r in old.routes.values()} - {r.name for r in new.routes.values()}
+        for name in gone:
+            metrics.remove_route(name)
+
+
+class SnapshotHolder:
+    """The one reference a reload swaps. Requests read `.current` once and keep it."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
