@@ -7,13 +7,14 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
 from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
-from gateway.clientip import client_ip, parse_ip
+from gateway.clientip import IPAddress, client_ip, parse_ip
 from gateway.forward import Forwarder, UpstreamError, request_headers
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, error_code, status_for
@@ -30,6 +31,20 @@ def json_error(status: int, code: str, headers: dict[str, str] | None = None) ->
         content_type=_JSON,
         headers=headers,
     )
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way upstream, after the checks."""
+
+    request: web.BaseRequest
+    route: Route
+    query: str
+    client: IPAddress | None
+    decision: Decision
+    log: dict[str, object]
+    started: float
+    request_id: str
 
 
 class Gateway:
@@ -75,14 +90,14 @@ class Gateway:
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
 
-        if request.version[0] != 1:
-            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line: we do not.
+        if request.version != HttpVersion11 and request.version != HttpVersion10:
+            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line, and would answer in
+            # kind: refuse it, in HTTP/1.1, and close.
             self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
-            resp = json_error(400, "bad_request")
-            resp.force_close()
-            return self._done(resp, None, "bad_request", log, started)
+            self._done(json_error(400, "bad_request"), None, "bad_request", log, started)
+            return _refuse_version(request)
 
-        path = request.raw_path.partition("?")[0]
+        path, _, query = request.raw_path.partition("?")
         route = snapshot.routes.get(path)
         if route is None:
             self.metrics.requests.labels(NO_ROUTE, "not_found").inc()
@@ -137,7 +152,7 @@ class Gateway:
         if route.canary:
             decision.enforce = route.enforces(body)
         if route.signature is not None and not (decision.enforce and decision.reject):
-            signed = Signed(request.headers, body, self.clock(), request.query_string)
+            signed = Signed(request.headers, body, self.clock(), query)
             failure, index = route.signature.run(signed)
             decision.add(failure)
             if index is not None:
@@ -147,30 +162,12 @@ class Gateway:
         if decision.reject is not None:
             return self._reject(route, decision, log, started)
         self._count_failures(route, decision)
-        return await self._forward(
-            request,
-            route,
-            snapshot.config.limits.upstream_timeout,
-            body,
-            client,
-            decision,
-            log,
-            started,
-            request_id,
-        )
+        ex = Exchange(request, route, query, client, decision, log, started, request_id)
+        return await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
 
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        route: Route,
-        timeout: float,
-        body: bytes,
-        client: object,
-        decision: Decision,
-        log: dict[str, object],
-        started: float,
-        request_id: str,
-    ) -> web.StreamResponse:
+    async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> web.StreamResponse:
+        request, route, decision, log, started = ex.request, ex.route, ex.decision, ex.log, ex.started
+        client, query, request_id = ex.client, ex.query, ex.request_id
         proto = "https" if request.secure else "http"
         extra = [
             ("X-Forwarded-For", str(client) if client is not None else ""),
@@ -181,9 +178,7 @@ class Gateway:
         headers = request_headers(request.headers, extra)
         up_started = time.perf_counter()
         try:
-            answer = await self.forwarder.send(
-                route.config.upstream, request.query_string, headers, body, timeout
-            )
+            answer = await self.forwarder.send(route.config.upstream, query, headers, body, timeout)
         except UpstreamError as exc:
             route.metrics.upstream.observe(time.perf_counter() - up_started)
             route.metrics.requests["upstream_error"].inc()
@@ -246,3 +241,18 @@ class Gateway:
             **log,
         )
         return resp
+
+
+_BAD_VERSION = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 24\r\n"
+    b'Connection: close\r\n\r\n{"error": "bad_request"}'
+)
+
+
+def _refuse_version(request: web.BaseRequest) -> web.StreamResponse:
+    """Answer with raw HTTP/1.1 bytes (aiohttp would echo the client's version) and close."""
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        transport.write(_BAD_VERSION)
+    request.protocol.force_close()
+    return web.Response(status=400)

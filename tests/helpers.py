@@ -9,6 +9,7 @@ import io
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ from aiohttp import web
 from gateway import config as cfg
 from gateway.app import Service
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
 TG_SECRET = "tg-secret_TOKEN-0123456789"
 TG_SECRET_2 = "second-secret-token_abcdef"
 HMAC_SECRET = "hmac secret: bytes and spaces!"
@@ -59,7 +61,7 @@ class RecordingUpstream:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        self.received.append(Received(request.method, request.path_qs, raw, body))
+        self.received.append(Received(request.method, request.raw_path, raw, body))
         if self.delay:
             await asyncio.sleep(self.delay)
         resp = web.Response(status=self.status, body=self.body)
@@ -190,3 +192,27 @@ async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> byt
         return b"".join(chunks)
     finally:
         writer.close()
+
+
+def raw_request(
+    path: str,
+    body: bytes = b"{}",
+    headers: list[tuple[str, str | bytes]] | None = None,
+    method: str = "POST",
+    close: bool = True,
+) -> bytes:
+    """An HTTP/1.1 request as bytes, headers sent exactly as given (even non-ASCII or repeated)."""
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: gateway.test"]
+    for name, value in headers or []:
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    lines.append(f"Content-Length: {len(body)}".encode())
+    if close:
+        lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def status_of(response: bytes) -> int:
+    """Status code of the first response in raw bytes (0 when the server just closed)."""
+    if not response.startswith(b"HTTP/1."):
+        return 0
+    return int(response.split(b" ", 2)[1])
