@@ -317,3 +317,32 @@ async def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path)
         assert ready_status == 503
         assert code == 0
         assert sorted(json.loads(r.body)["update_id"] for r in up.received) == list(range(20))
+
+
+async def test_sighup_rereads_secret_files_and_stamps_the_reload(tmp_path: Path) -> None:
+    secret = tmp_path / "tg-secret"
+    secret.write_text("old-secret\n")
+    async with recording_upstream() as up:
+        port, admin = free_port(), free_port()
+        d = base_config([route(upstream=up.url, verify=tg_verify(f"file:{secret}"))])
+        d.update(listen=f"127.0.0.1:{port}", admin_listen=f"127.0.0.1:{admin}")
+        write_config(tmp_path / "g.yaml", d)
+        gw = GatewayProcess(tmp_path / "g.yaml")
+        await gw.start(port, admin)
+        try:
+            first = await gw.metric("webhook_gateway_config_last_reload_success_timestamp_seconds")
+            assert first > 0
+            assert (await post(gw.base + "/hook/bot", b"{}", {TG: "old-secret"}))[0] == 200
+            secret.write_text("new-secret\n")  # the config file itself is unchanged
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while (await post(gw.base + "/hook/bot", b"{}", {TG: "new-secret"}))[0] != 200:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert (await post(gw.base + "/hook/bot", b"{}", {TG: "old-secret"}))[0] == 401
+            assert await gw.metric("webhook_gateway_config_reloads_total", result="success") == 2
+            assert await gw.metric("webhook_gateway_config_last_reload_success_timestamp_seconds") >= first
+        finally:
+            assert await gw.stop() == 0
+        assert "new-secret" not in gw.stderr and "old-secret" not in gw.stderr
