@@ -1,4 +1,4 @@
-"""Command line: `webhook-gateway run | check | demo`."""
+"""Command line: `webhook-gateway run | check | demo | spool`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from gateway import config as cfg
 from gateway import logs
+from gateway.spool import cli as spool_cli
 
 log = logging.getLogger("webhook_gateway")
 
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
     sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    spool_cli.add_parser(sub, help_config)
     return p
 
 
@@ -74,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(cfg.default_path(args.config))
     if args.command == "run":
         return cmd_run(cfg.default_path(args.config))
+    if args.command == "spool":
+        return spool_cli.run(args)
     if args.command == "demo":
         from gateway.demo import run_demo
 
