@@ -28,6 +28,7 @@ log = logging.getLogger("webhook_gateway.spool")
 
 SUPERVISE_EVERY = 1.0
 EXPIRE_MARKS_EVERY = 60.0
+WRITE_DEADLINE_MARGIN = 1.0
 
 
 def dedup_key(body: bytes) -> str:
@@ -146,12 +147,13 @@ class Spool:
         digest = hashlib.sha256(body).hexdigest()
         args = (route.name, key, query, list(headers), body, digest, self.clock())
         try:
-            # One deadline for the queue, the lock and the fsync: a stuck disk answers 503, and
-            # the sender's retry finds the mark if the write did land after all.
-            async with asyncio.timeout(s.lock_timeout):
+            # SQLite gives up waiting for the lock after lock_timeout (busy_timeout): nothing is
+            # stored, 503. This outer deadline (queue + lock + fsync) catches a stuck disk; the
+            # write may still land after its 503, and then the sender's retry finds the mark.
+            async with asyncio.timeout(s.lock_timeout + WRITE_DEADLINE_MARGIN):
                 row_id = await self.db("accept", *args, s.dedup_window, s.max_items, s.max_bytes)
         except TimeoutError:
-            raise SpoolError("timeout", f"spool write took over {s.lock_timeout:g}s") from None
+            raise SpoolError("timeout", "spool write did not finish in time") from None
         if row_id is None:
             return False
         worker = self.workers.get(route.name)

@@ -61,6 +61,10 @@ class RouteWorker:
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
+        # Delivered, but the DELETE failed (disk full, lock): skipped until the delete lands, so
+        # one such row is not redelivered in a loop while later rows wait. After a crash these
+        # are delivered again, which the contract allows (byte-identical duplicates).
+        self.unrecorded: set[int] = set()
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run(), name=f"spool:{self.name}")
@@ -112,7 +116,13 @@ class RouteWorker:
         if route is None:
             await self._sleep(IDLE_POLL)
             return
-        rows = await self.spool.db("head", self.name, route.config.spool_concurrency)
+        for row_id in sorted(self.unrecorded):
+            if not await self._db("delivered", row_id):
+                break
+            self.unrecorded.discard(row_id)
+        limit = route.config.spool_concurrency
+        rows = await self.spool.db("head", self.name, limit + len(self.unrecorded))
+        rows = [r for r in rows if r.id not in self.unrecorded][:limit]
         if not rows:
             await self._sleep(IDLE_POLL)
             return
@@ -150,7 +160,8 @@ class RouteWorker:
         now = self.spool.clock()
         metrics = self.spool.metrics
         if status is not None and 200 <= status < 300:
-            await self._db("delivered", row.id)
+            if not await self._db("delivered", row.id):
+                self.unrecorded.add(row.id)
             metrics.deliveries.labels(self.name, "delivered").inc()
             return
         attempts = row.attempts + 1
@@ -188,12 +199,14 @@ class RouteWorker:
                 },
             )
 
-    async def _db(self, op: str, *args: Any) -> None:
+    async def _db(self, op: str, *args: Any) -> bool:
         """A bookkeeping write after an attempt. If it fails the row stays as it was: at worst
         it is delivered again (allowed, byte-identical), never lost."""
         try:
             await self.spool.db(op, *args)
+            return True
         except (sqlite3.Error, SpoolError) as exc:
             self.spool.metrics.deliveries.labels(self.name, "error").inc()
-            log.error("spool bookkeeping failed", extra={"route": self.name, "error": str(exc)})
+            log.error("spool bookkeeping failed", extra={"route": self.name, "op": op, "error": str(exc)})
             await self._sleep(IDLE_POLL)
+            return False
