@@ -65,6 +65,7 @@ class RouteWorker:
         # one such row is not redelivered in a loop while later rows wait. After a crash these
         # are delivered again, which the contract allows (byte-identical duplicates).
         self.unrecorded: set[int] = set()
+        self._record_again_at = 0.0
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run(), name=f"spool:{self.name}")
@@ -116,10 +117,12 @@ class RouteWorker:
         if route is None:
             await self._sleep(IDLE_POLL)
             return
-        for row_id in sorted(self.unrecorded):
-            if not await self._db("delivered", row_id):
-                break
-            self.unrecorded.discard(row_id)
+        if self.unrecorded and self.spool.clock() >= self._record_again_at:
+            for row_id in sorted(self.unrecorded):
+                if not await self._db("delivered", row_id):
+                    self._record_again_at = self.spool.clock() + IDLE_POLL
+                    break
+                self.unrecorded.discard(row_id)
         limit = route.config.spool_concurrency
         rows = await self.spool.db("head", self.name, limit + len(self.unrecorded))
         rows = [r for r in rows if r.id not in self.unrecorded][:limit]
@@ -162,6 +165,7 @@ class RouteWorker:
         if status is not None and 200 <= status < 300:
             if not await self._db("delivered", row.id):
                 self.unrecorded.add(row.id)
+                self._record_again_at = self.spool.clock() + IDLE_POLL
             metrics.deliveries.labels(self.name, "delivered").inc()
             return
         attempts = row.attempts + 1
@@ -172,7 +176,8 @@ class RouteWorker:
         elif now - row.received > settings.max_age:
             reason = f"{error}; older than max_age ({settings.max_age:g}s)"
         if reason is not None:
-            await self._db("bury", row.id, now, reason)
+            if not await self._db("bury", row.id, now, reason):
+                await self._sleep(IDLE_POLL)  # the row stays pending: do not spin on it
             metrics.deliveries.labels(self.name, "dead_letter").inc()
             metrics.dead_letters.labels(self.name).inc()
             log.warning(
@@ -185,7 +190,8 @@ class RouteWorker:
             if wait is not None
             else backoff(attempts, settings.backoff_initial, settings.backoff_max, self.rng)
         )
-        await self._db("failed", row.id, now + delay, error)
+        if not await self._db("failed", row.id, now + delay, error):
+            await self._sleep(delay)  # its next_at is not stored: wait here instead
         metrics.deliveries.labels(self.name, "retry").inc()
         if attempts == 1 or attempts % 10 == 0:
             log.warning(
@@ -208,5 +214,4 @@ class RouteWorker:
         except (sqlite3.Error, SpoolError) as exc:
             self.spool.metrics.deliveries.labels(self.name, "error").inc()
             log.error("spool bookkeeping failed", extra={"route": self.name, "op": op, "error": str(exc)})
-            await self._sleep(IDLE_POLL)
             return False
