@@ -46,6 +46,7 @@ class Exchange:
     log: dict[str, object]
     started: float
     request_id: str
+    peer_trusted: bool = False
 
 
 class Gateway:
@@ -171,12 +172,13 @@ class Gateway:
             return self._reject(route, decision, log, started)
         self._count_failures(route, decision)
         ex = Exchange(request, route, query, client, decision, log, started, request_id)
+        ex.peer_trusted = peer is not None and peer in snapshot.trusted
         return await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
 
     async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> web.StreamResponse:
         request, route, decision, log, started = ex.request, ex.route, ex.decision, ex.log, ex.started
         client, query, request_id = ex.client, ex.query, ex.request_id
-        proto = "https" if request.secure else "http"
+        proto = _forwarded_proto(request, ex.client is not None and ex.peer_trusted)
         extra = [
             ("X-Forwarded-For", str(client) if client is not None else ""),
             ("X-Forwarded-Proto", proto),
@@ -282,6 +284,15 @@ class Gateway:
             **log,
         )
         return resp
+
+
+def _forwarded_proto(request: web.BaseRequest, peer_trusted: bool) -> str:
+    """This listener's scheme, or what a trusted proxy in front says the client used."""
+    if peer_trusted:
+        claimed = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+        if claimed in ("http", "https"):
+            return claimed
+    return "https" if request.secure else "http"
 
 
 _BAD_VERSION = (

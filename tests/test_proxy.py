@@ -275,6 +275,18 @@ async def test_hop_by_hop_and_gateway_headers_are_stripped() -> None:
             assert request_id and request_id != "client-chosen" and len(request_id) == 24
 
 
+@pytest.mark.parametrize(("trusted", "expected"), [(["127.0.0.1/32"], "https"), ([], "http")])
+async def test_forwarded_proto_believed_only_from_trusted_proxies(trusted: list[str], expected: str) -> None:
+    async with recording_upstream() as up:
+        cfg = base_config([route(upstream=up.url, verify=tg_verify())], trusted_proxies=trusted)
+        async with running_gateway(cfg) as gw:
+            status, _, _ = await post(
+                gw.base + "/hook/bot", BODY, {TG: TG_SECRET, "X-Forwarded-Proto": "https"}
+            )
+            assert status == 200
+            assert up.received[0].header("X-Forwarded-Proto") == expected
+
+
 async def test_upstream_answer_returns_unchanged() -> None:
     reply = json.dumps({"method": "sendMessage", "chat_id": 42, "text": "pong"}).encode()
     compressed = gzip.compress(reply)
