@@ -1,9 +1,9 @@
 """Stripe: `Stripe-Signature: t=<unix time>,v1=<hex>[,v1=<hex>...]`.
 
 Each `v1` is the hex HMAC-SHA256 of `t + "." + raw body`, keyed with the whole endpoint secret
-(`whsec_...` as text, not decoded). Several `v1` appear while Stripe rolls a secret; other
-schemes (`v0` test signatures) are ignored, as Stripe's own SDK does. The timestamp is refused
-outside `tolerance` (default 300 s) in both directions.
+(`whsec_...` as text, not decoded). Several `v1` appear while Stripe rolls a secret; every
+other scheme (`v0` and the like) is ignored, as Stripe's docs ask, so nothing can downgrade the
+check. The timestamp is refused outside `tolerance` (default 300 s) in both directions.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def parse_header(raw: bytes) -> tuple[bytes, int, tuple[bytes, ...]] | None:
             if digest is None:
                 return None
             digests.append(digest)
+        # Any other key (v0, a future scheme) is skipped: only v1 is ever trusted.
     if t_raw is None or not digests:
         return None
     timestamp = parse_timestamp(t_raw)
