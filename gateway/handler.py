@@ -223,7 +223,7 @@ class Gateway:
             # forward and nobody else to answer it), so it counts as enforced.
             route.metrics.failure("signature", answer.reason, "enforce")
             route.metrics.requests["rejected"].inc()
-            log["check"], log["reason"] = "handshake", answer.reason
+            log["check"], log["reason"] = "signature", answer.reason  # as the metric counts it
             code = "handshake_malformed" if answer.status == 400 else f"verify_token_{answer.reason}"
             return self._done(json_error(answer.status, code), route, "rejected", log, started)
         self._count_failures(route, decision)
