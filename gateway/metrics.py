@@ -19,6 +19,7 @@ OUTCOMES = (
     "bad_request",
     "overloaded",
     "spool_error",
+    "handshake",  # a GET verification handshake answered by the gateway (Meta)
 )
 CHECKS = ("source", "signature", "replay", "rate_limit", "body")
 REASONS = ("missing", "mismatch", "malformed", "stale", "not_allowed", "too_large", "error")
