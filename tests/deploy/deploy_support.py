@@ -156,3 +156,42 @@ def strategic_merge(base: Any, patch: Any) -> Any:
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def assert_gateway_wired(pod: Doc, configmap: Doc) -> Doc:
+    """The gateway container of a pod spec runs the image's command on the ConfigMap mounted as a
+    directory, is locked down, and its ports and probes match the config. Returns the container."""
+    c = gateway_container(pod)
+    cfg = yaml.safe_load(config_text(configmap))
+    assert c["args"] == ["run", "--config", CONFIG_PATH]
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == CONFIG_DIR]
+    assert mount["readOnly"] is True
+    assert all("subPath" not in m and "subPathExpr" not in m for m in c["volumeMounts"])
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"] == {"name": configmap["metadata"]["name"]}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+    assert c["resources"]["limits"]["memory"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert cfg["listen"].endswith(f":{ports['gateway']}")
+    assert cfg["admin_listen"].endswith(f":{ports['gateway-admin']}")
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "gateway-admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "gateway-admin"}
+    for entry in c.get("env", []):
+        assert "value" in entry or set(entry["valueFrom"]) == {"secretKeyRef"}
+    return c
+
+
+def secret_mounts(pod: Doc, container: Doc) -> dict[str, str]:
+    """mountPath -> Secret name, for the Secret volumes mounted into `container`."""
+    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    return {
+        m["mountPath"]: secret_volumes[m["name"]]
+        for m in container["volumeMounts"]
+        if m["name"] in secret_volumes
+    }

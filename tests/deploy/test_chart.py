@@ -17,10 +17,9 @@ import yaml
 from deploy_support import (
     ALERTS,
     CHART,
-    CONFIG_DIR,
-    CONFIG_PATH,
     CRD_KINDS,
     Doc,
+    assert_gateway_wired,
     by_kind,
     check_config,
     config_text,
@@ -29,6 +28,7 @@ from deploy_support import (
     labels_match,
     one,
     render,
+    secret_mounts,
     validate_strict,
 )
 
@@ -184,15 +184,6 @@ def test_strict_validation_catches_a_misspelt_field() -> None:
         validate_strict(dep, kube_versions()[-1])
 
 
-def _secret_mounts(pod: Doc, container: Doc) -> dict[str, str]:
-    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-    return {
-        m["mountPath"]: secret_volumes[m["name"]]
-        for m in container["volumeMounts"]
-        if m["name"] in secret_volumes
-    }
-
-
 @pytest.mark.parametrize("case", sorted(CASES), indirect=True)
 def test_rendered_config_passes_gateway_check(
     case: tuple[str, dict[str, Any], list[Doc]], tmp_path: Path
@@ -210,7 +201,7 @@ def test_rendered_config_passes_gateway_check(
     pod_docs = docs if name in STANDALONE else render(values={**values, "deploymentMode": "standalone"})
     pod = one(pod_docs, "Deployment")["spec"]["template"]["spec"]
     container = gateway_container(pod)
-    mounts = _secret_mounts(pod, container)
+    mounts = secret_mounts(pod, container)
     result = check_config(text, container, mounts, tmp_path)
     assert result.returncode == 0, result.stderr
     routes = cfg["routes"]
@@ -244,51 +235,22 @@ def test_standalone_pod_is_locked_down_and_wired(case: tuple[str, dict[str, Any]
     dep = one(docs, "Deployment")
     template = dep["spec"]["template"]
     pod = template["spec"]
-    c = gateway_container(pod)
-    cfg = yaml.safe_load(config_text(cm))
-
-    # run as the image's CMD does, on the mounted ConfigMap directory
-    assert c["args"] == ["run", "--config", CONFIG_PATH]
-    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == CONFIG_DIR]
-    assert "subPath" not in mount and "subPathExpr" not in mount and mount["readOnly"] is True
-    assert all("subPath" not in m for m in c["volumeMounts"])
-    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert volume["configMap"]["name"] == cm["metadata"]["name"]
-    assert "items" not in volume["configMap"]
+    c = assert_gateway_wired(pod, cm)
 
     # no checksum annotation: config edits go through hot reload, not a rollout
     annotations = template["metadata"].get("annotations", {})
     assert not [k for k in annotations if "checksum" in k.lower()]
     assert annotations == values.get("podAnnotations", {})
 
-    # security
-    sc = c["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["privileged"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
-    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
-    assert c["resources"]["limits"]["memory"]
-
-    # ports, probes and config agree
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert cfg["listen"].endswith(f":{ports['gateway']}")
-    assert cfg["admin_listen"].endswith(f":{ports['gateway-admin']}")
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "gateway-admin"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "gateway-admin"}
     sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     assert sleep == values.get("preStopSleepSeconds", 5)
     shutdown = 20  # the gateway's default shutdown_timeout
     assert sleep + shutdown < pod["terminationGracePeriodSeconds"]
 
-    # secrets come from existing Secrets only: every env entry is a secretKeyRef or a plain value
-    for entry in c.get("env", []):
-        assert "value" in entry or set(entry["valueFrom"]) == {"secretKeyRef"}
+    # secrets come from existing Secrets only
     secret_env = {e["name"] for e in c.get("env", []) if "valueFrom" in e}
     expected = {e["name"] for e in values.get("secretEnv", [{"name": "TG_SECRET"}])}
     assert secret_env == expected
