@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+import re
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,7 @@ from deploy_support import (
     ALERTS,
     CHART,
     CRD_KINDS,
+    REPO,
     Doc,
     assert_gateway_wired,
     by_kind,
@@ -385,3 +393,91 @@ def test_helm_lint_reports_a_broken_template(tmp_path: Path) -> None:
     (copy / "templates" / "broken.yaml").write_text("kind: ConfigMap\n{{ .Values.nope.deeper }}\n")
     report = helm.lint(copy, {}, strict=True)
     assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metrics(admin: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=2) as r:
+        return r.read().decode()
+
+
+def _enforced(admin: int) -> str | None:
+    m = re.search(
+        r'^webhook_gateway_route_enforced\{route="my-bot"\} (\S+)$',
+        _metrics(admin),
+        re.M,
+    )
+    return m.group(1) if m else None
+
+
+def _forged_status(public: int) -> int:
+    forged = urllib.request.Request(
+        f"http://127.0.0.1:{public}{ROUTE['path']}",
+        data=b'{"update_id": 1}',
+        headers={"X-Telegram-Bot-Api-Secret-Token": "forged", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(forged, timeout=5) as r:  # noqa: S310 - http on loopback
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_flipping_mode_through_the_chart_reaches_a_running_gateway_without_a_rollout(tmp_path: Path) -> None:
+    """`helm upgrade` with only `mode` changed: the Deployment is unchanged (so Kubernetes rolls
+    nothing), the ConfigMap changes, and a gateway reading the ConfigMap through the kubelet's
+    layout (gateway.yaml -> ..data/gateway.yaml, ..data swapped atomically) enforces at once."""
+    public, admin = _free_port(), _free_port()
+    # no allow_sources: this test's requests come from 127.0.0.1 and must reach the secret check;
+    # the upstream is a closed port, so a forwarded request gets 502
+    route = {k: v for k, v in ROUTE.items() if k != "allow_sources"}
+    route["upstream"] = f"http://127.0.0.1:{_free_port()}/webhook"
+    base = {"bindAddress": "127.0.0.1", "ports": {"http": public, "admin": admin}, "secretEnv": SECRET_ENV}
+    v1 = render(values={**base, "config": {"mode": "report-only", "routes": [route]}})
+    v2 = render(values={**base, "config": {"mode": "enforce", "routes": [route]}})
+    assert one(v1, "Deployment") == one(v2, "Deployment")
+    assert config_text(one(v1, "ConfigMap")) != config_text(one(v2, "ConfigMap"))
+
+    mount = tmp_path / "etc-webhook-gateway"
+    for version, docs in (("..v1", v1), ("..v2", v2)):
+        (mount / version).mkdir(parents=True)
+        (mount / version / "gateway.yaml").write_text(config_text(one(docs, "ConfigMap")))
+    os.symlink("..v1", mount / "..data")
+    os.symlink("..data/gateway.yaml", mount / "gateway.yaml")
+    env = {"PATH": os.environ["PATH"], "TG_SECRET": "secret-one", "TG_SECRET_PREVIOUS": "secret-two"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(mount / "gateway.yaml")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if _enforced(admin) == "0.0":
+                    break
+            except OSError:
+                time.sleep(0.05)
+        assert _enforced(admin) == "0.0"
+        assert _forged_status(public) == 502  # report-only: forwarded (to the closed port)
+        os.symlink("..v2", mount / "..tmp")
+        os.replace(mount / "..tmp", mount / "..data")  # what the kubelet does
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _enforced(admin) != "1.0":
+            time.sleep(0.05)
+        assert _enforced(admin) == "1.0"
+        assert _forged_status(public) == 401  # enforce: rejected at the gateway
+        assert proc.poll() is None, "the same process, never restarted"
+        assert 'webhook_gateway_config_reloads_total{result="success"} 2.0' in _metrics(admin)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
