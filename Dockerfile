@@ -20,7 +20,7 @@ COPY gateway ./gateway
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir dist . \
     && python -m venv "$VENV" \
     && "$VENV/bin/pip" install --no-cache-dir dist/*.whl \
-    && "$VENV/bin/pip" uninstall --yes pip \
+    && "$VENV/bin/pip" uninstall --yes setuptools pip \
     && "$VENV/bin/webhook-gateway" --help >/dev/null
 
 FROM ${PYTHON_IMAGE}

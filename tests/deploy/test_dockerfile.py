@@ -172,6 +172,8 @@ def test_the_image_holds_the_package_not_the_checkout(image: Emulator) -> None:
     assert Path(out).is_relative_to(venv / "lib")
     assert (Path(out).parent / "presets.yaml").is_file(), "package data (presets.yaml) is installed"
     assert not (venv / "bin" / "pip").exists(), "pip is removed from the runtime venv"
+    site = Path(out).parent.parent
+    assert not list(site.glob("setuptools*")), "so is setuptools: nothing installs at run time"
 
 
 def _free_port() -> int:
