@@ -228,9 +228,10 @@ class Gateway:
             log["spool_error"] = exc.reason
             resp = json_error(503, "spool_unavailable", {"Retry-After": "5"})
             return self._done(resp, route, "spool_error", log, started)
-        except Exception:
+        except Exception:  # anything unexpected is a failed write too: never a 200
             self.metrics.spool.write_failures.labels(route.name, "error").inc()
             route.metrics.requests["spool_error"].inc()
+            log["spool_error"] = "error"
             resp = json_error(503, "spool_unavailable", {"Retry-After": "5"})
             return self._done(resp, route, "spool_error", log, started)
         outcome = "spooled" if stored else "duplicate"
