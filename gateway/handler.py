@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
@@ -18,6 +19,7 @@ from gateway.forward import Forwarder, UpstreamError, request_headers
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, error_code, status_for
 from gateway.schemes.base import Signed
+from gateway.server import UNSUPPORTED_VERSION
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
 
 _JSON = "application/json"
@@ -30,6 +32,19 @@ def json_error(status: int, code: str, headers: dict[str, str] | None = None) ->
         content_type=_JSON,
         headers=headers,
     )
+
+
+def framing_ok(headers: CIMultiDictProxy[str]) -> bool:
+    """One unambiguous body framing: at most one Content-Length, or `Transfer-Encoding: chunked`
+    alone (one line, one coding). Both parsers refuse most other framings; the pure-Python one
+    takes `chunked, chunked`, and the C one `gzip, chunked` (whose decoded body the upstream
+    would get with nothing saying it is compressed)."""
+    if "Transfer-Encoding" in headers:
+        codings = headers.getall("Transfer-Encoding")
+        if len(codings) != 1 or "Content-Length" in headers:
+            return False
+        return codings[0].strip().lower() == "chunked"
+    return len(headers.getall("Content-Length", ())) <= 1
 
 
 class Gateway:
@@ -47,6 +62,18 @@ class Gateway:
         self.log = log
         self.clock = clock
         self.inflight = 0
+
+    def malformed(self, remote: str | None, status: int) -> None:
+        """A request aiohttp could not parse (answered by the server): count and log it."""
+        self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
+        client = parse_ip(remote or "")
+        self.log.request(
+            route=None,
+            outcome="bad_request",
+            status=status,
+            reason="malformed_http",
+            client_ip=str(client) if client else None,
+        )
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -75,8 +102,9 @@ class Gateway:
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
 
-        if request.version[0] != 1:
-            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line: we do not.
+        if request.get(UNSUPPORTED_VERSION) or not framing_ok(request.headers):
+            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line, and framings a proxy
+            # in front may read differently: we do not.
             self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
             resp = json_error(400, "bad_request")
             resp.force_close()
