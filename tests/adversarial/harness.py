@@ -362,6 +362,59 @@ def parse_responses(data: bytes) -> list[Response]:
     return out
 
 
+class Conn:
+    """One keep-alive client connection that reads exactly one response per request."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = connect(port, timeout)
+        self.timeout = timeout
+        self._buf = b""
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> Response:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            head, sep, tail = self._buf.partition(b"\r\n\r\n")
+            if sep:
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if len(tail) >= length:
+                    one = head + sep + tail[:length]
+                    self._buf = tail[length:]
+                    record_output("raw response", one)
+                    return parse_responses(one)[0]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no complete response; have {self._buf[:200]!r}")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed; have {self._buf[:200]!r}")
+            self._buf += chunk
+
+    def request(self, data: bytes) -> Response:
+        self.send(data)
+        return self.response()
+
+
+def post_bytes(path: str, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A well-formed HTTP/1.1 POST as bytes."""
+    lines = [f"POST {path} HTTP/1.1", "Host: gw", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     from tests.helpers import metric_value
 
