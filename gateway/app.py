@@ -15,6 +15,7 @@ from gateway.config import Config, Listen
 from gateway.forward import Forwarder
 from gateway.handler import Gateway
 from gateway.metrics import Metrics
+from gateway.reload import Reloader
 from gateway.server import make_server
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 
@@ -77,6 +78,8 @@ class Service:
         """Graceful: not ready at once, stop accepting, let in-flight requests finish."""
         self.ready = False
         if self._runner is not None:
+            # shutdown_timeout may have changed through a reload since the runner was made.
+            self._runner._shutdown_timeout = self.config.shutdown_timeout
             await self._runner.cleanup()  # closes the listener, drains within shutdown_timeout
         await self.forwarder.close()
         self.access_log.flush()
@@ -114,16 +117,27 @@ def _show(listen: Listen, port: int) -> str:
     return str(Listen(listen.host, port))
 
 
-async def run(config: Config, stop_signals: bool = True) -> int:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code."""
+async def run(config: Config, path: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code.
+
+    With `path`, the file is watched and SIGHUP reloads it.
+    """
     service = Service(config)
     await service.start()
     loop = asyncio.get_running_loop()
-    if stop_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, service.stopping.set)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stopping.set)
+    reloader = None
+    if path is not None:
+        reloader = Reloader(path, service.holder, service.metrics)
+        reloader.start()
+        loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload(force=True))
     await service.stopping.wait()
-    log.info("shutting down", extra={"timeout_s": config.shutdown_timeout})
+    # Not ready at once (the load balancer stops sending), then drain.
     service.ready = False
+    log.info("shutting down", extra={"timeout_s": service.config.shutdown_timeout})
+    if reloader is not None:
+        await reloader.stop()
     await service.stop()
+    log.info("stopped")
     return 0

@@ -87,9 +87,9 @@ def cmd_run(path: str) -> int:
     try:
         import uvloop
 
-        return uvloop.run(run(config))
+        return uvloop.run(run(config, path))
     except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
-        return asyncio.run(run(config))
+        return asyncio.run(run(config, path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
@@ -14,7 +15,7 @@ from multidict import CIMultiDictProxy
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
 from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
-from gateway.clientip import client_ip, parse_ip
+from gateway.clientip import IPAddress, client_ip, parse_ip
 from gateway.forward import Forwarder, UpstreamError, request_headers
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, error_code, status_for
@@ -45,6 +46,21 @@ def framing_ok(headers: CIMultiDictProxy[str]) -> bool:
             return False
         return codings[0].strip().lower() == "chunked"
     return len(headers.getall("Content-Length", ())) <= 1
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way upstream, after the checks."""
+
+    request: web.BaseRequest
+    route: Route
+    query: str
+    client: IPAddress | None
+    decision: Decision
+    log: dict[str, object]
+    started: float
+    request_id: str
+    peer_trusted: bool = False
 
 
 class Gateway:
@@ -103,14 +119,15 @@ class Gateway:
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
 
         if request.get(UNSUPPORTED_VERSION) or not framing_ok(request.headers):
-            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line, and framings a proxy
-            # in front may read differently: we do not.
+            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line (the server marks it and
+            # has made aiohttp answer in HTTP/1.1, not in kind), and framings that a proxy in
+            # front may read differently: refuse them and close.
             self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
             resp = json_error(400, "bad_request")
             resp.force_close()
             return self._done(resp, None, "bad_request", log, started)
 
-        path = request.raw_path.partition("?")[0]
+        path, _, query = request.raw_path.partition("?")
         route = snapshot.routes.get(path)
         if route is None:
             self.metrics.requests.labels(NO_ROUTE, "not_found").inc()
@@ -165,7 +182,7 @@ class Gateway:
         if route.canary:
             decision.enforce = route.enforces(body)
         if route.signature is not None and not (decision.enforce and decision.reject):
-            signed = Signed(request.headers, body, self.clock(), request.query_string)
+            signed = Signed(request.headers, body, self.clock(), query)
             failure, index = route.signature.run(signed)
             decision.add(failure)
             if index is not None:
@@ -175,31 +192,14 @@ class Gateway:
         if decision.reject is not None:
             return self._reject(route, decision, log, started)
         self._count_failures(route, decision)
-        return await self._forward(
-            request,
-            route,
-            snapshot.config.limits.upstream_timeout,
-            body,
-            client,
-            decision,
-            log,
-            started,
-            request_id,
-        )
+        ex = Exchange(request, route, query, client, decision, log, started, request_id)
+        ex.peer_trusted = peer is not None and peer in snapshot.trusted
+        return await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
 
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        route: Route,
-        timeout: float,
-        body: bytes,
-        client: object,
-        decision: Decision,
-        log: dict[str, object],
-        started: float,
-        request_id: str,
-    ) -> web.StreamResponse:
-        proto = "https" if request.secure else "http"
+    async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> web.StreamResponse:
+        request, route, decision, log, started = ex.request, ex.route, ex.decision, ex.log, ex.started
+        client, query, request_id = ex.client, ex.query, ex.request_id
+        proto = _forwarded_proto(request, ex.client is not None and ex.peer_trusted)
         extra = [
             ("X-Forwarded-For", str(client) if client is not None else ""),
             ("X-Forwarded-Proto", proto),
@@ -209,9 +209,7 @@ class Gateway:
         headers = request_headers(request.headers, extra)
         up_started = time.perf_counter()
         try:
-            answer = await self.forwarder.send(
-                route.config.upstream, request.query_string, headers, body, timeout
-            )
+            answer = await self.forwarder.send(route.config.upstream, query, headers, body, timeout)
         except UpstreamError as exc:
             route.metrics.upstream.observe(time.perf_counter() - up_started)
             route.metrics.requests["upstream_error"].inc()
@@ -274,3 +272,12 @@ class Gateway:
             **log,
         )
         return resp
+
+
+def _forwarded_proto(request: web.BaseRequest, peer_trusted: bool) -> str:
+    """This listener's scheme, or what a trusted proxy in front says the client used."""
+    if peer_trusted:
+        claimed = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+        if claimed in ("http", "https"):
+            return claimed
+    return "https" if request.secure else "http"

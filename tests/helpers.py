@@ -11,6 +11,7 @@ import io
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,7 @@ from aiohttp import web
 from gateway import config as cfg
 from gateway.app import Service
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
 TG_SECRET = "tg-secret_TOKEN-0123456789"
 TG_SECRET_2 = "second-secret-token_abcdef"
 HMAC_SECRET = "hmac secret: bytes and spaces!"
@@ -113,7 +115,7 @@ class RecordingUpstream:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        self.received.append(Received(request.method, request.path_qs, raw, body))
+        self.received.append(Received(request.method, request.raw_path, raw, body))
         if self.delay:
             await asyncio.sleep(self.delay)
         resp = web.Response(status=self.status, body=self.body)
@@ -252,3 +254,108 @@ async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> byt
         return b"".join(chunks)
     finally:
         writer.close()
+
+
+def raw_request(
+    path: str,
+    body: bytes = b"{}",
+    headers: list[tuple[str, str | bytes]] | None = None,
+    method: str = "POST",
+    close: bool = True,
+) -> bytes:
+    """An HTTP/1.1 request as bytes, headers sent exactly as given (even non-ASCII or repeated)."""
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: gateway.test"]
+    for name, value in headers or []:
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    lines.append(f"Content-Length: {len(body)}".encode())
+    if close:
+        lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def status_of(response: bytes) -> int:
+    """Status code of the first response in raw bytes (0 when the server just closed)."""
+    if not response.startswith(b"HTTP/1."):
+        return 0
+    return int(response.split(b" ", 2)[1])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    """`python -m gateway run` as a real child process on free loopback ports."""
+
+    def __init__(self, config_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.env = {**ENV, "PATH": "/usr/bin:/bin", **(env or {})}
+        self.proc: asyncio.subprocess.Process | None = None
+        # A file, not a pipe: a child blocked on a full pipe would look like a hang.
+        self.stderr_path = config_path.with_suffix(".stderr")
+        self._stderr_file = open(self.stderr_path, "wb")  # noqa: SIM115
+
+    async def start(self, port: int, admin_port: int) -> None:
+        import sys
+
+        self.port, self.admin_port = port, admin_port
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "--config",
+            str(self.config_path),
+            cwd=ROOT_DIR,
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=self._stderr_file,
+        )
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    async with aiohttp.ClientSession() as s, s.get(f"{self.admin}/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if self.proc.returncode is not None:
+                    raise RuntimeError(self.stderr)
+                await asyncio.sleep(0.05)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    async def metric(self, name: str, **labels: str) -> float:
+        async with aiohttp.ClientSession() as s, s.get(self.admin + "/metrics") as r:
+            return metric_value(await r.text(), name, labels)
+
+    async def stop(self, sig: int | None = 15) -> int:
+        """Send `sig` (None: it was already signalled) and wait for the exit code."""
+        assert self.proc is not None
+        if sig is not None and self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), 60)
+        finally:
+            self._stderr_file.close()
+
+    @property
+    def stderr(self) -> str:
+        if not self._stderr_file.closed:
+            self._stderr_file.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+        self._stderr_file.close()
