@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import HealthCheck, settings
 
 from tests.helpers import ENV, RecordingUpstream, record_output, recording_upstream
 
@@ -32,6 +33,14 @@ PARSERS = ("c", "python")
 TG_PATH = "/hook/tg"
 HMAC_PATH = "/hook/hmac"
 START_TIMEOUT = 20.0
+
+# Hypothesis examples per property test: few by default (CI time), more with ADVERSARIAL_EXAMPLES.
+SETTINGS = settings(
+    max_examples=int(os.environ.get("ADVERSARIAL_EXAMPLES", "40")),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 
 class ThreadedUpstream:

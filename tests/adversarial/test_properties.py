@@ -12,14 +12,14 @@ More examples: ADVERSARIAL_EXAMPLES=2000 python -m pytest tests/adversarial -k p
 from __future__ import annotations
 
 import hmac
-import os
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.adversarial.harness import (
     HMAC_PATH,
+    SETTINGS,
     TG_PATH,
     GatewayProcess,
     ThreadedUpstream,
@@ -28,13 +28,6 @@ from tests.adversarial.harness import (
 )
 from tests.helpers import HMAC_SECRET, TG_SECRET, TG_SECRET_2, Received, hmac_signature
 
-EXAMPLES = int(os.environ.get("ADVERSARIAL_EXAMPLES", "40"))
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
 TG_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 SIG_HEADER = "X-Signature"
 
