@@ -8,7 +8,9 @@ import contextlib
 import hashlib
 import hmac
 import io
+import json
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +71,15 @@ def hmac_signature(
 
 def secret_leaks(outputs: list[tuple[str, str]] | None = None) -> list[str]:
     """Where a configured secret or a noted signature shows up, described without the value."""
-    needles = {f"secret {name}": value for name, value in ENV.items()}
+    needles: dict[str, str] = {}
+    for name, value in ENV.items():
+        raw = value.encode()
+        needles[f"secret {name}"] = value
+        needles[f"secret {name} (JSON-escaped)"] = json.dumps(value)[1:-1]
+        needles[f"secret {name} (URL-encoded)"] = urllib.parse.quote(value, safe="")
+        needles[f"secret {name} (hex)"] = raw.hex()
+        needles[f"secret {name} (base64)"] = base64.b64encode(raw).decode().rstrip("=")
+        needles[f"secret {name} (bytes repr)"] = repr(raw)[2:-1]
     for i, sig in enumerate(sorted(SIGNATURES)):
         needles[f"signature #{i} ({len(sig)} chars)"] = sig
     found = []
