@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from collections.abc import Callable
 from typing import IO
 
 from aiohttp import http_parser, web
@@ -18,6 +20,7 @@ from gateway.metrics import Metrics
 from gateway.reload import Reloader
 from gateway.server import make_server
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+from gateway.store import build_store
 
 log = logging.getLogger("webhook_gateway")
 
@@ -31,7 +34,11 @@ class Service:
     """One running gateway. `start()` binds, `stop()` drains and closes."""
 
     def __init__(
-        self, config: Config, metrics: Metrics | None = None, log_stream: IO[str] | None = None
+        self,
+        config: Config,
+        metrics: Metrics | None = None,
+        log_stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.holder = SnapshotHolder(compile_snapshot(config, self.metrics))
@@ -40,7 +47,12 @@ class Service:
         self.metrics.last_reload_success.set_to_current_time()
         self.forwarder = Forwarder()
         self.access_log = AccessLog(log_stream)
-        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log)
+        # Replay marks and rate windows outlive reloads: the store belongs to the Service,
+        # and a reload that changes `store:` (other than on_store_error) needs a restart.
+        self.store = build_store(config.store, self.metrics, clock)
+        self.gateway = Gateway(
+            self.holder, self.forwarder, self.metrics, self.access_log, clock=clock, store=self.store
+        )
         self.ready = False
         self.stopping = asyncio.Event()
         self._runner: web.ServerRunner | None = None
@@ -54,6 +66,7 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
+        await self.store.start()
         server = make_server(self.gateway, lambda: self.holder.current.config.limits.header_timeout)
         self._runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_timeout)
         await self._runner.setup()
@@ -82,6 +95,7 @@ class Service:
             self._runner._shutdown_timeout = self.config.shutdown_timeout
             await self._runner.cleanup()  # closes the listener, drains within shutdown_timeout
         await self.forwarder.close()
+        await self.store.close()
         self.access_log.flush()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
