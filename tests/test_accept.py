@@ -93,3 +93,13 @@ async def test_filtered_updates_leave_no_replay_mark() -> None:
             assert len(up.received) == 1
             assert (await send(gw, update(1, "message", "private"), TOKEN))[1] == OK
             assert len(up.received) == 1
+
+
+async def test_report_only_still_filters_verified_updates() -> None:
+    # accept is the bot's own choice of traffic, not a verdict on the sender: both modes.
+    async with recording_upstream() as up:
+        cfg = base_config([accepting(up.url, updates=["message"])], mode="report-only")
+        async with gateway(cfg) as gw:
+            assert (await send(gw, update(1, "edited_message"), TOKEN))[:2] == (200, OK)
+            assert (await send(gw, update(2, "message"), TOKEN))[0] == 200
+            assert [r.body for r in up.received] == [update(2, "message")]

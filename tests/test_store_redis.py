@@ -209,3 +209,36 @@ async def test_on_store_error_flips_by_reload_while_the_store_stays(
             assert not reloader.reload()
             assert gw.service.gateway.store is store
             assert len(up.received) == 1
+
+
+async def test_a_redis_restart_between_requests_costs_no_request(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    async with (
+        recording_upstream() as up,
+        gateway(redis_config(up.url, rate_limit={"requests": "100/s"}), environ=env_with(redis_server)) as gw,
+    ):
+        assert (await send(gw, update(1), TOKEN))[0] == 200
+        # Every pooled connection is now dead; nothing was sent while Redis was away.
+        redis_server.kill()
+        redis_server.start()
+        assert (await send(gw, update(2), TOKEN))[0] == 200
+        assert (await send(gw, update(2), TOKEN))[:2] == (200, OK)
+        assert await gw.metric("webhook_gateway_store_errors_total", route="bot", operation="rate") == 0
+        assert len(up.received) == 2
+
+
+async def test_report_only_forwards_while_redis_is_down_and_marks_why(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    config = redis_config("", rate_limit={"requests": "100/s"})
+    config["mode"] = "report-only"
+    async with recording_upstream() as up:
+        config["routes"][0]["upstream"] = up.url
+        async with gateway(config, environ=env_with(redis_server)) as gw:
+            redis_server.kill()
+            assert (await send(gw, update(1), TOKEN))[0] == 200
+            assert up.received[0].header("X-Webhook-Verdict") == (
+                "would-reject; check=rate_limit; reason=unavailable"
+            )
+            assert await gw.metric(REQUESTS, route="bot", outcome="would_reject") == 1
