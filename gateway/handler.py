@@ -19,6 +19,7 @@ from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
 from gateway.checks.replay import Claim
 from gateway.clientip import IPAddress, client_ip, parse_ip
 from gateway.forward import Forwarder, UpstreamError, request_headers
+from gateway.handshake import HandshakeAnswer
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, rejection_for
 from gateway.schemes.base import Signed
@@ -147,6 +148,13 @@ class Gateway:
             decision.add(await self._rate_admit(route, client, on_store_error))
             if not route.canary and decision.reject is not None:
                 return self._reject(route, decision, log, started)
+
+        if request.method == "GET":
+            # Only a route with a handshake gets here; a GET has no body to pick a canary bucket.
+            decision.enforce = route.enforces(b"")
+            if decision.reject is not None:
+                return self._reject(route, decision, log, started)
+            return self._handshake(route, query, decision, log, started)
 
         limits = snapshot.config.limits
         try:
@@ -320,6 +328,39 @@ class Gateway:
         )
         self._annotate(log, decision)
         return self._done(resp, route, outcome, log, started)
+
+    def _handshake(
+        self,
+        route: Route,
+        raw_query: str,
+        decision: Decision,
+        log: dict[str, object],
+        started: float,
+    ) -> web.Response:
+        """Answer a sender's GET verification handshake here; nothing is forwarded."""
+        assert route.handshake is not None
+        try:
+            answer = route.handshake.answer(raw_query)
+        except Exception:
+            answer = HandshakeAnswer(400, reason="error")  # fail closed
+        if answer.reason is not None:
+            # The token is the only check a GET has: refused in every mode (there is nothing to
+            # forward and nobody else to answer it), so it counts as enforced.
+            route.metrics.failure("signature", answer.reason, "enforce")
+            route.metrics.requests["rejected"].inc()
+            log["check"], log["reason"] = "signature", answer.reason  # as the metric counts it
+            code = "handshake_malformed" if answer.status == 400 else f"verify_token_{answer.reason}"
+            return self._done(json_error(answer.status, code), route, "rejected", log, started)
+        self._count_failures(route, decision)
+        route.metrics.requests["handshake"].inc()
+        resp = web.Response(
+            status=200,
+            body=answer.body,
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+        )
+        return self._done(resp, route, "handshake", log, started)
 
     def _reject(
         self, route: Route, decision: Decision, log: dict[str, object], started: float

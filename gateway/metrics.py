@@ -18,7 +18,8 @@ OUTCOMES = (
     "filtered",
     "bad_request",
     "overloaded",
-    "store_unavailable",
+    "handshake",  # a GET verification handshake answered by the gateway (Meta)
+    "store_unavailable",  # replay / rate-limit store unreachable under fail-closed (503)
 )
 CHECKS = ("source", "signature", "replay", "rate_limit", "body")
 REASONS = (

@@ -12,6 +12,7 @@ from gateway.checks.signature import SignatureCheck
 from gateway.checks.source import SourceCheck
 from gateway.clientip import NetSet
 from gateway.config import Config, Limits, RouteConfig
+from gateway.handshake import Handshake
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.schemes import SCHEMES
 
@@ -25,11 +26,16 @@ class Route:
     source: SourceCheck | None
     signature: SignatureCheck | None
     metrics: RouteMetrics
-    allow_get: bool  # only schemes with a GET handshake (Meta) answer GET
+    handshake: Handshake | None = None  # a GET verification handshake (Meta's), answered here
     # Stateful checks: configuration only; their state lives in the Service's store.
     rate_limit: RateLimitCheck | None = None
     replay: ReplayCheck | None = None
     accept: AcceptCheck | None = None
+
+    @property
+    def allow_get(self) -> bool:
+        """Only a route whose scheme has a GET handshake (Meta with a verify_token) answers GET."""
+        return self.handshake is not None
 
     @property
     def needs_update(self) -> bool:
@@ -63,9 +69,14 @@ def compile_route(
 ) -> Route:
     source = SourceCheck(NetSet(rc.allow_sources)) if rc.allow_sources is not None else None
     signature = None
+    handshake = None
     if rc.verify is not None:
-        verifier = SCHEMES[rc.verify.scheme].build(rc.verify)
+        scheme = SCHEMES[rc.verify.scheme]
+        verifier = scheme.build(rc.verify)
         signature = SignatureCheck(verifier, allow_missing=rc.verify.on_missing == "allow")
+        build_handshake = getattr(scheme, "build_handshake", None)
+        if build_handshake is not None:
+            handshake = build_handshake(rc.verify)
     enforce = rc.mode == "enforce"
     return Route(
         config=rc,
@@ -75,7 +86,7 @@ def compile_route(
         source=source,
         signature=signature,
         metrics=metrics.route(rc.name, rc.mode),
-        allow_get=False,
+        handshake=handshake,
         rate_limit=RateLimitCheck(rc.name, rc.rate_limit) if rc.rate_limit is not None else None,
         replay=ReplayCheck(rc.name, rc.replay, upstream_timeout) if rc.replay is not None else None,
         accept=AcceptCheck(rc.accept) if rc.accept is not None else None,
