@@ -47,7 +47,11 @@ def test_replay_key_defaults_follow_the_scheme() -> None:
     hmac = {"scheme": "hmac", "header": "X-Sig", "secrets": ["env:HMAC_SECRET"]}
     c = cfg.build(good(verify=hmac, replay={"ttl": "2h"}), ENV)
     assert c.routes[0].replay == cfg.ReplayConfig(key="body-sha256", ttl=7200.0)
-    c = cfg.build(good(replay={"key": "header:X-GitHub-Delivery"}), ENV)
+    c = cfg.build(good(replay={"key": "header:X-Request-Id"}), ENV)
+    assert c.routes[0].replay == cfg.ReplayConfig(key="header", header="X-Request-Id")
+    # A scheme with its own delivery-id header makes it the default key.
+    github = {"scheme": "github", "secrets": ["env:HMAC_SECRET"]}
+    c = cfg.build(good(verify=github, replay={}), ENV)
     assert c.routes[0].replay == cfg.ReplayConfig(key="header", header="X-GitHub-Delivery")
 
 
