@@ -506,7 +506,10 @@ def _replay(raw: Any, at: str, problems: Problems, verify: VerifyConfig | None) 
     scheme = SCHEMES.get(verify.scheme) if verify is not None else None
     if scheme is not None and scheme.name == "telegram":
         default = "update_id"
-    elif scheme is not None and getattr(scheme, "replay_header", None):
+    elif scheme is not None and scheme.replay_header and getattr(scheme, "replay_header_signed", False):
+        # Only a header the signature covers: an unsigned one (X-GitHub-Delivery, ...) could be
+        # changed by whoever replays a captured request. The body hash catches those senders'
+        # retries just as well: they repeat the same bytes.
         default = f"header:{scheme.replay_header}"
     key = r.get("key", text, default)
     header = None

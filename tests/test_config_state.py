@@ -49,10 +49,13 @@ def test_replay_key_defaults_follow_the_scheme() -> None:
     assert c.routes[0].replay == cfg.ReplayConfig(key="body-sha256", ttl=7200.0)
     c = cfg.build(good(replay={"key": "header:X-Request-Id"}), ENV)
     assert c.routes[0].replay == cfg.ReplayConfig(key="header", header="X-Request-Id")
-    # A scheme with its own delivery-id header makes it the default key.
+    # A scheme's delivery-id header is the default key only when the signature covers it.
     github = {"scheme": "github", "secrets": ["env:HMAC_SECRET"]}
     c = cfg.build(good(verify=github, replay={}), ENV)
-    assert c.routes[0].replay == cfg.ReplayConfig(key="header", header="X-GitHub-Delivery")
+    assert c.routes[0].replay == cfg.ReplayConfig(key="body-sha256")
+    svix = {"scheme": "standard-webhooks", "secrets": ["env:WHSEC"]}
+    c = cfg.build(good(verify=svix, replay={}), {**ENV, "WHSEC": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    assert c.routes[0].replay == cfg.ReplayConfig(key="header", header="webhook-id")
 
 
 def test_redis_store() -> None:
