@@ -61,6 +61,28 @@ def cmd_check(path: str) -> int:
     return 0
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; -> the soft limit now in force.
+
+    Every idle client holds a descriptor: a default soft limit of 1024 would let a thousand
+    idle sockets starve valid traffic long before memory or the hard limit would.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit cannot be the soft one on Linux (fs.nr_open caps it).
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit", extra={"soft": soft, "error": str(exc)})
+    return soft
+
+
 def cmd_run(path: str) -> int:
     from gateway.app import pure_python_parser, run
 
@@ -68,12 +90,14 @@ def cmd_run(path: str) -> int:
     config = _load(path)
     if config is None:
         return 1
-    if pure_python_parser() and not config.allow_pure_python_parser:
+    pure = pure_python_parser()
+    if pure and not config.allow_pure_python_parser:
         log.error(
             "refusing to start: aiohttp is using its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS "
             "or no C extension); set allow_pure_python_parser: true to accept it"
         )
         return 1
+    log.info("starting", extra={"http_parser": "python" if pure else "c", "fd_limit": raise_fd_limit()})
     try:
         import uvloop
 

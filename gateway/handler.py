@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
@@ -23,6 +23,7 @@ from gateway.handshake import HandshakeAnswer
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, rejection_for
 from gateway.schemes.base import Signed
+from gateway.server import UNSUPPORTED_VERSION
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
 from gateway.store import Store, StoreError
 from gateway.updates import parse_update
@@ -40,6 +41,19 @@ def json_error(status: int, code: str, headers: dict[str, str] | None = None) ->
         content_type=_JSON,
         headers=headers,
     )
+
+
+def framing_ok(headers: CIMultiDictProxy[str]) -> bool:
+    """One unambiguous body framing: at most one Content-Length, or `Transfer-Encoding: chunked`
+    alone (one line, one coding). Both parsers refuse most other framings; the pure-Python one
+    takes `chunked, chunked`, and the C one `gzip, chunked` (whose decoded body the upstream
+    would get with nothing saying it is compressed)."""
+    if "Transfer-Encoding" in headers:
+        codings = headers.getall("Transfer-Encoding")
+        if len(codings) != 1 or "Content-Length" in headers:
+            return False
+        return codings[0].strip().lower() == "chunked"
+    return len(headers.getall("Content-Length", ())) <= 1
 
 
 @dataclass(slots=True)
@@ -80,6 +94,18 @@ class Gateway:
         self.clock = clock
         self.inflight = 0
 
+    def malformed(self, remote: str | None, status: int) -> None:
+        """A request aiohttp could not parse (answered by the server): count and log it."""
+        self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
+        client = parse_ip(remote or "")
+        self.log.request(
+            route=None,
+            outcome="bad_request",
+            status=status,
+            reason="malformed_http",
+            client_ip=str(client) if client else None,
+        )
+
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         started_hook = getattr(request.protocol, "request_started", None)
@@ -107,12 +133,14 @@ class Gateway:
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
 
-        if request.version != HttpVersion11 and request.version != HttpVersion10:
-            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line, and would answer in
-            # kind: refuse it, in HTTP/1.1, and close.
+        if request.get(UNSUPPORTED_VERSION) or not framing_ok(request.headers):
+            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line (the server marks it and
+            # has made aiohttp answer in HTTP/1.1, not in kind), and framings that a proxy in
+            # front may read differently: refuse them and close.
             self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
-            self._done(json_error(400, "bad_request"), None, "bad_request", log, started)
-            return _refuse_version(request)
+            resp = json_error(400, "bad_request")
+            resp.force_close()
+            return self._done(resp, None, "bad_request", log, started)
 
         path, _, query = request.raw_path.partition("?")
         route = snapshot.routes.get(path)
@@ -422,18 +450,3 @@ def _forwarded_proto(request: web.BaseRequest, peer_trusted: bool) -> str:
         if claimed in ("http", "https"):
             return claimed
     return "https" if request.secure else "http"
-
-
-_BAD_VERSION = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 24\r\n"
-    b'Connection: close\r\n\r\n{"error": "bad_request"}'
-)
-
-
-def _refuse_version(request: web.BaseRequest) -> web.StreamResponse:
-    """Answer with raw HTTP/1.1 bytes (aiohttp would echo the client's version) and close."""
-    transport = request.transport
-    if transport is not None and not transport.is_closing():
-        transport.write(_BAD_VERSION)
-    request.protocol.force_close()
-    return web.Response(status=400)

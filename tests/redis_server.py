@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, note_signature
 
-PASSWORD = "redis-pw-Not-For-Logs-7f3a"
+# It ends up in redis_url: the session's leak scan (tests/adversarial/test_zz_secret_leaks.py)
+# looks for it in every output, like a signature.
+PASSWORD = note_signature("redis-pw-Not-For-Logs-7f3a")
 
 
 class RedisServer:

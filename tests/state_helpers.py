@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway import config as cfg
 from gateway.app import Service
-from tests.helpers import ENV, TG_SECRET, Received, RunningGateway, post
+from tests.helpers import ENV, TG_SECRET, Received, RunningGateway, post, record_output
 
 TOKEN = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
 FORGED = {"X-Telegram-Bot-Api-Secret-Token": "forged-token"}
@@ -46,6 +46,7 @@ async def gateway(
         yield RunningGateway(service, log)
     finally:
         await service.stop()
+        record_output("access log", log.getvalue())  # for the session's secret-leak scan
 
 
 def update(uid: int, kind: str = "message", chat: str | None = "private", **extra: Any) -> bytes:

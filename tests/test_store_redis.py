@@ -22,6 +22,7 @@ from tests.helpers import (
     base_config,
     free_port,
     post,
+    record_output,
     recording_upstream,
     route,
     tg_verify,
@@ -65,6 +66,7 @@ async def processes(
             if gw.proc is not None and gw.proc.returncode is None:
                 await gw.stop()
         for gw in started:
+            record_output("gateway stderr", gw.stderr)
             assert PASSWORD not in gw.stderr, "the Redis password leaked into a log line"
 
 
