@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from collections.abc import Callable
 from typing import IO
 
 from aiohttp import http_parser, web
@@ -19,6 +21,7 @@ from gateway.reload import Reloader
 from gateway.server import make_server
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 from gateway.spool.service import Spool
+from gateway.store import build_store
 
 log = logging.getLogger("webhook_gateway")
 
@@ -32,7 +35,11 @@ class Service:
     """One running gateway. `start()` binds, `stop()` drains and closes."""
 
     def __init__(
-        self, config: Config, metrics: Metrics | None = None, log_stream: IO[str] | None = None
+        self,
+        config: Config,
+        metrics: Metrics | None = None,
+        log_stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.holder = SnapshotHolder(compile_snapshot(config, self.metrics))
@@ -43,7 +50,18 @@ class Service:
         self.access_log = AccessLog(log_stream)
         # The spool outlives reloads: its workers read the current route at every attempt.
         self.spool = Spool(self.holder, self.forwarder, self.metrics)
-        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log, spool=self.spool)
+        # Replay marks and rate windows outlive reloads: the store belongs to the Service,
+        # and a reload that changes `store:` (other than on_store_error) needs a restart.
+        self.store = build_store(config.store, self.metrics, clock)
+        self.gateway = Gateway(
+            self.holder,
+            self.forwarder,
+            self.metrics,
+            self.access_log,
+            clock=clock,
+            store=self.store,
+            spool=self.spool,
+        )
         self.ready = False
         self.stopping = asyncio.Event()
         self._runner: web.ServerRunner | None = None
@@ -62,6 +80,7 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
+        await self.store.start()
         # Before the listener: pending rows resume, and the first request finds the spool open.
         await self.spool.start()
         server = make_server(self.gateway, lambda: self.holder.current.config.limits.header_timeout)
@@ -94,6 +113,7 @@ class Service:
         # No request can add a row now; attempts in flight get a short grace, then stay pending.
         await self.spool.stop(grace=min(5.0, self.config.shutdown_timeout))
         await self.forwarder.close()
+        await self.store.close()
         self.access_log.flush()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()

@@ -20,9 +20,23 @@ OUTCOMES = (
     "overloaded",
     "spool_error",
     "handshake",  # a GET verification handshake answered by the gateway (Meta)
+    "store_unavailable",  # replay / rate-limit store unreachable under fail-closed (503)
 )
 CHECKS = ("source", "signature", "replay", "rate_limit", "body")
-REASONS = ("missing", "mismatch", "malformed", "stale", "not_allowed", "too_large", "error")
+REASONS = (
+    "missing",
+    "mismatch",
+    "malformed",
+    "stale",
+    "not_allowed",
+    "too_large",
+    "error",
+    "requests",  # rate_limit: the route's request rate for this client IP
+    "failures",  # rate_limit: the route's verification-failure rate for this client IP
+    "duplicate",  # replay: already delivered
+    "in_flight",  # replay: the same update is being delivered right now
+    "unavailable",  # replay, rate_limit: the store did not answer
+)
 _LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -94,6 +108,25 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("webhook_gateway_inflight_requests", "Requests being handled now.", registry=r)
+        self.store_errors = Counter(
+            "webhook_gateway_store_errors",
+            "Store operations that failed (Redis unreachable or too slow), by route and operation:"
+            " rate, reserve, deliver, release.",
+            ["route", "operation"],
+            registry=r,
+        )
+        self.store_evictions = Counter(
+            "webhook_gateway_store_evictions",
+            "Memory store: live entries dropped because the table was full, by table.",
+            ["table"],
+            registry=r,
+        )
+        self.store_entries = Gauge(
+            "webhook_gateway_store_entries",
+            "Memory store: entries held, by table (replay, rate_limit).",
+            ["table"],
+            registry=r,
+        )
         for result in ("success", "error"):
             self.config_reloads.labels(result)
         self.spool = SpoolMetrics(r)
