@@ -13,10 +13,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yarl import URL
+
+if TYPE_CHECKING:
+    from gateway.telegram.config import TelegramConfig
+    from gateway.tls.config import TlsConfig
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -104,6 +108,7 @@ class RouteConfig:
     verify: VerifyConfig | None
     allow_sources: tuple[Network, ...] | None  # None = any source
     enforce_percent: int = 100
+    telegram: TelegramConfig | None = None  # setWebhook / getWebhookInfo / watcher settings
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ class Config:
     shutdown_timeout: float = 20.0
     max_concurrency: int = 1024
     allow_pure_python_parser: bool = False
+    tls: TlsConfig | None = None  # None: plain HTTP on `listen`
     source_path: str | None = field(default=None, compare=False)
 
 
@@ -394,7 +400,7 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
     return VerifyConfig(scheme=scheme_name, secrets=tuple(secrets), options=options, on_missing=on_missing)
 
 
-ROUTE_KEYS = {"name", "path", "upstream", "mode", "verify", "allow_sources", "enforce_percent"}
+ROUTE_KEYS = {"name", "path", "upstream", "mode", "verify", "allow_sources", "enforce_percent", "telegram"}
 
 
 def _route(
@@ -420,6 +426,11 @@ def _route(
             "an empty list would refuse everyone; omit the key to allow any source",
         )
     percent = r.get("enforce_percent", int_range(1, 100), 100)
+    telegram = None
+    if r.has("telegram"):
+        from gateway.telegram.config import parse_telegram
+
+        telegram = parse_telegram(r.raw["telegram"], r.loc("telegram"), problems, environ)
     if upstream is None:
         return None
     return RouteConfig(
@@ -430,6 +441,7 @@ def _route(
         verify=verify,
         allow_sources=allow,
         enforce_percent=percent,
+        telegram=telegram,
     )
 
 
@@ -443,6 +455,7 @@ TOP_KEYS = {
     "shutdown_timeout",
     "max_concurrency",
     "allow_pure_python_parser",
+    "tls",
 }
 
 
@@ -467,6 +480,11 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
     shutdown = r.get("shutdown_timeout", parse_duration, 20.0)
     max_conc = r.get("max_concurrency", int_range(1, 1_000_000), 1024)
     pure = r.get("allow_pure_python_parser", boolean, False)
+    tls = None
+    if r.has("tls"):
+        from gateway.tls.config import parse_tls
+
+        tls = parse_tls(r.raw["tls"], problems)
     routes: list[RouteConfig] = []
     raw_routes = r.list("routes")
     if not raw_routes:
@@ -497,6 +515,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         shutdown_timeout=shutdown,
         max_concurrency=max_conc,
         allow_pure_python_parser=pure,
+        tls=tls,
         source_path=source_path,
     )
 
