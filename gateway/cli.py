@@ -1,4 +1,4 @@
-"""Command line: `webhook-gateway run | check | demo`."""
+"""Command line: `webhook-gateway run | check | demo | doctor | telegram`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
     sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    doctor = sub.add_parser("doctor", help="check a public webhook URL the way Telegram will use it")
+    doctor.add_argument("url", help="the webhook URL, e.g. https://bot.example.com/tg/my-bot/SEGMENT")
+    doctor.add_argument("--ca", help="PEM file of trusted CAs to verify with (default: system store)")
+    doctor.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="HOST:IP",
+        help="use IP for HOST instead of DNS, as curl --resolve (HOST:PORT:IP also accepted)",
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable results")
+    doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per network step")
+    from gateway.telegram.commands import add_parser as add_telegram
+
+    add_telegram(sub, help_config)
     return p
 
 
@@ -78,6 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.demo import run_demo
 
         return asyncio.run(run_demo())
+    if args.command == "doctor":
+        from gateway.doctor import main as doctor
+
+        return doctor(args.url, args.ca, args.resolve, args.json, args.timeout, sys.stdout)
+    if args.command == "telegram":
+        from gateway.telegram.commands import run as telegram
+
+        config = _load(cfg.default_path(args.config))
+        return 1 if config is None else telegram(args, config)
     return 2
 
 
