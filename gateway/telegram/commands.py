@@ -118,9 +118,9 @@ def _params(args: argparse.Namespace, index: int, route: cfg.RouteConfig, err: I
 
 async def _set_webhook(args: argparse.Namespace, config: cfg.Config, out: IO[str], err: IO[str]) -> int:
     [(index, route)] = _routes(config, args.route)
+    params = _params(args, index, route, err)  # refuses a route without a telegram secret
     tg = route.telegram
     assert tg is not None and route.verify is not None
-    params = _params(args, index, route, err)
     async with aiohttp.ClientSession() as session:
         api = BotApi(tg, session)
         try:
