@@ -76,11 +76,16 @@ def cmd_run(path: str) -> int:
         )
         return 1
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        return uvloop.run(run(config, path))
-    except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
-        return asyncio.run(run(config, path))
+            return uvloop.run(run(config, path))
+        except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
+            return asyncio.run(run(config, path))
+    except cfg.ConfigError as exc:  # e.g. certificate files that broke between check and start
+        for problem in exc.problems:
+            log.error("refusing to start", extra={"problem": problem})
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

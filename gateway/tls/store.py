@@ -18,8 +18,9 @@ import contextlib
 import logging
 import ssl
 
+from gateway.config import ConfigError
 from gateway.metrics import Metrics
-from gateway.tls.certs import CertPair, LoadedCert, PairError, load_pair, pair_digest, server_context
+from gateway.tls.certs import CertPair, LoadedCert, PairError, load_pair, pair_digest
 from gateway.tls.config import TlsConfig
 from gateway.tls.names import common_name, normalise
 
@@ -42,8 +43,7 @@ class CertStore:
         self._exact: dict[str, LoadedCert] = {}
         self._wildcard: dict[str, LoadedCert] = {}
         self._expiry_labels: set[str] = set()
-        # Raises PairError at start: a gateway never starts without its certificates.
-        self._install(tuple(load_pair(p, config.min_version) for p in config.certificates))
+        self._install(tuple(self._load_at_start(i, p) for i, p in enumerate(config.certificates)))
         self.context = self._listening_context()
         self._task: asyncio.Task[None] | None = None
 
@@ -73,11 +73,19 @@ class CertStore:
         except Exception:  # never let a surprise abort the handshake silently: log it
             log.exception("choosing a certificate failed")
 
+    def _load_at_start(self, index: int, pair: CertPair) -> LoadedCert:
+        # The config check loaded the same files moments ago; if they broke since, refuse to
+        # start with the same message `check` would give.
+        try:
+            return load_pair(pair, self.config.min_version)
+        except PairError as exc:
+            raise ConfigError([f"tls.certificates[{index}].{exc.field}: {exc.message}"]) from None
+
     def _listening_context(self) -> ssl.SSLContext:
-        first = self.config.certificates[0]
-        ctx = server_context(self.config.min_version)
-        # Loaded so the context is complete on its own; the callback always switches anyway.
-        ctx.load_cert_chain(first.cert_file, first.key_file)
+        # A context of its own, complete with the first certificate; the callback below switches
+        # every handshake to the current context of the chosen certificate anyway, so this one
+        # never needs to change.
+        ctx = self._load_at_start(0, self.config.certificates[0]).context
         ctx.sni_callback = self._on_sni  # type: ignore[assignment]
         return ctx
 
