@@ -49,10 +49,6 @@ class CertStore:
 
     # ------------------------------------------------------------------ serving
 
-    @property
-    def certificates(self) -> tuple[LoadedCert, ...]:
-        return self._certs
-
     def pick(self, server_name: str | None) -> LoadedCert:
         """The certificate for a handshake: exact SAN, then wildcard SAN, else the first one."""
         if server_name:
@@ -70,7 +66,7 @@ class CertStore:
     def _on_sni(self, conn: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         try:
             conn.context = self.pick(server_name).context
-        except Exception:  # never let a surprise abort the handshake silently: log it
+        except Exception:  # raising would abort the handshake: serve the first certificate
             log.exception("choosing a certificate failed")
 
     def _load_at_start(self, index: int, pair: CertPair) -> LoadedCert:
