@@ -54,6 +54,11 @@ class Service:
         self.public_port = 0
         self.admin_port = 0
 
+    def begin_shutdown(self) -> None:
+        """Signal handler: not ready from this instant, then the drain starts."""
+        self.ready = False
+        self.stopping.set()
+
     @property
     def config(self) -> Config:
         return self.holder.current.config
@@ -140,7 +145,7 @@ async def run(config: Config, path: str | None = None) -> int:
     await service.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stopping.set)
+        loop.add_signal_handler(sig, service.begin_shutdown)
     reloader = None
     if path is not None:
         reloader = Reloader(path, service.holder, service.metrics)

@@ -252,9 +252,17 @@ def resolve_secret(ref: Any, at: str, problems: Problems, environ: Mapping[str, 
 class Reader:
     """Typed access to one mapping of the raw YAML, reporting with locations."""
 
-    def __init__(self, raw: Any, at: str, problems: Problems, keys: set[str]) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        at: str,
+        problems: Problems,
+        keys: set[str],
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.at = at
         self.problems = problems
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -284,6 +292,16 @@ class Reader:
         except (ValueError, TypeError) as exc:
             self.problems.add(self.loc(key), str(exc))
             return default
+
+    def secret(self, key: str, *, required: bool = False) -> bytes | None:
+        """An `env:` / `file:` reference under `key`, resolved (None when absent or broken)."""
+        if key not in self.raw:
+            if required:
+                self.problems.add(self.loc(key), "is required (env:NAME or file:PATH)")
+            return None
+        before = len(self.problems.items)
+        value = resolve_secret(self.raw[key], self.loc(key), self.problems, self.environ)
+        return value if len(self.problems.items) == before else None
 
     def list(self, key: str) -> list[Any] | None:
         if key not in self.raw or self.raw[key] is None:
@@ -380,7 +398,7 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
     if scheme is None:
         problems.add(f"{at}.scheme", f"{scheme_name!r} is not a scheme; known: {', '.join(sorted(SCHEMES))}")
         return None
-    r = Reader(raw, at, problems, common | set(scheme.option_keys))
+    r = Reader(raw, at, problems, common | set(scheme.option_keys), environ)
     on_missing = r.get("on_missing", choice("reject", "allow"), "reject")
     refs = r.list("secrets")
     if not refs:

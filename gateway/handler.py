@@ -9,16 +9,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
 from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
 from gateway.clientip import IPAddress, client_ip, parse_ip
 from gateway.forward import Forwarder, UpstreamError, request_headers
+from gateway.handshake import HandshakeAnswer
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, error_code, status_for
 from gateway.schemes.base import Signed
+from gateway.server import UNSUPPORTED_VERSION
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
 
 _JSON = "application/json"
@@ -31,6 +34,19 @@ def json_error(status: int, code: str, headers: dict[str, str] | None = None) ->
         content_type=_JSON,
         headers=headers,
     )
+
+
+def framing_ok(headers: CIMultiDictProxy[str]) -> bool:
+    """One unambiguous body framing: at most one Content-Length, or `Transfer-Encoding: chunked`
+    alone (one line, one coding). Both parsers refuse most other framings; the pure-Python one
+    takes `chunked, chunked`, and the C one `gzip, chunked` (whose decoded body the upstream
+    would get with nothing saying it is compressed)."""
+    if "Transfer-Encoding" in headers:
+        codings = headers.getall("Transfer-Encoding")
+        if len(codings) != 1 or "Content-Length" in headers:
+            return False
+        return codings[0].strip().lower() == "chunked"
+    return len(headers.getall("Content-Length", ())) <= 1
 
 
 @dataclass(slots=True)
@@ -64,6 +80,18 @@ class Gateway:
         self.clock = clock
         self.inflight = 0
 
+    def malformed(self, remote: str | None, status: int) -> None:
+        """A request aiohttp could not parse (answered by the server): count and log it."""
+        self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
+        client = parse_ip(remote or "")
+        self.log.request(
+            route=None,
+            outcome="bad_request",
+            status=status,
+            reason="malformed_http",
+            client_ip=str(client) if client else None,
+        )
+
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         started_hook = getattr(request.protocol, "request_started", None)
@@ -91,12 +119,14 @@ class Gateway:
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
 
-        if request.version != HttpVersion11 and request.version != HttpVersion10:
-            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line, and would answer in
-            # kind: refuse it, in HTTP/1.1, and close.
+        if request.get(UNSUPPORTED_VERSION) or not framing_ok(request.headers):
+            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line (the server marks it and
+            # has made aiohttp answer in HTTP/1.1, not in kind), and framings that a proxy in
+            # front may read differently: refuse them and close.
             self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
-            self._done(json_error(400, "bad_request"), None, "bad_request", log, started)
-            return _refuse_version(request)
+            resp = json_error(400, "bad_request")
+            resp.force_close()
+            return self._done(resp, None, "bad_request", log, started)
 
         path, _, query = request.raw_path.partition("?")
         route = snapshot.routes.get(path)
@@ -126,6 +156,13 @@ class Gateway:
             decision.enforce = route.enforce
             if decision.reject is not None:
                 return self._reject(route, decision, log, started)
+
+        if request.method == "GET":
+            # Only a route with a handshake gets here; a GET has no body to pick a canary bucket.
+            decision.enforce = route.enforces(b"")
+            if decision.reject is not None:
+                return self._reject(route, decision, log, started)
+            return self._handshake(route, query, decision, log, started)
 
         limits = snapshot.config.limits
         try:
@@ -196,6 +233,39 @@ class Gateway:
         self._annotate(log, decision)
         return self._done(resp, route, outcome, log, started)
 
+    def _handshake(
+        self,
+        route: Route,
+        raw_query: str,
+        decision: Decision,
+        log: dict[str, object],
+        started: float,
+    ) -> web.Response:
+        """Answer a sender's GET verification handshake here; nothing is forwarded."""
+        assert route.handshake is not None
+        try:
+            answer = route.handshake.answer(raw_query)
+        except Exception:
+            answer = HandshakeAnswer(400, reason="error")  # fail closed
+        if answer.reason is not None:
+            # The token is the only check a GET has: refused in every mode (there is nothing to
+            # forward and nobody else to answer it), so it counts as enforced.
+            route.metrics.failure("signature", answer.reason, "enforce")
+            route.metrics.requests["rejected"].inc()
+            log["check"], log["reason"] = "signature", answer.reason  # as the metric counts it
+            code = "handshake_malformed" if answer.status == 400 else f"verify_token_{answer.reason}"
+            return self._done(json_error(answer.status, code), route, "rejected", log, started)
+        self._count_failures(route, decision)
+        route.metrics.requests["handshake"].inc()
+        resp = web.Response(
+            status=200,
+            body=answer.body,
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+        )
+        return self._done(resp, route, "handshake", log, started)
+
     def _reject(
         self, route: Route, decision: Decision, log: dict[str, object], started: float
     ) -> web.Response:
@@ -252,18 +322,3 @@ def _forwarded_proto(request: web.BaseRequest, peer_trusted: bool) -> str:
         if claimed in ("http", "https"):
             return claimed
     return "https" if request.secure else "http"
-
-
-_BAD_VERSION = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 24\r\n"
-    b'Connection: close\r\n\r\n{"error": "bad_request"}'
-)
-
-
-def _refuse_version(request: web.BaseRequest) -> web.StreamResponse:
-    """Answer with raw HTTP/1.1 bytes (aiohttp would echo the client's version) and close."""
-    transport = request.transport
-    if transport is not None and not transport.is_closing():
-        transport.write(_BAD_VERSION)
-    request.protocol.force_close()
-    return web.Response(status=400)

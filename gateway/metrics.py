@@ -18,6 +18,7 @@ OUTCOMES = (
     "filtered",
     "bad_request",
     "overloaded",
+    "handshake",  # a GET verification handshake answered by the gateway (Meta)
 )
 CHECKS = ("source", "signature", "replay", "rate_limit", "body")
 REASONS = ("missing", "mismatch", "malformed", "stale", "not_allowed", "too_large", "error")
