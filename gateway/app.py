@@ -18,6 +18,7 @@ from gateway.metrics import Metrics
 from gateway.reload import Reloader
 from gateway.server import make_server
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+from gateway.spool.service import Spool
 from gateway.telegram.watch import TelegramWatcher
 from gateway.tls.store import CertStore
 
@@ -42,7 +43,9 @@ class Service:
         self.metrics.last_reload_success.set_to_current_time()
         self.forwarder = Forwarder()
         self.access_log = AccessLog(log_stream)
-        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log)
+        # The spool outlives reloads: its workers read the current route at every attempt.
+        self.spool = Spool(self.holder, self.forwarder, self.metrics)
+        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log, spool=self.spool)
         # TLS is bound to the listener: a reload may not add, drop or move it (reload.py refuses
         # such a change), but the certificate files themselves are re-read when they change.
         self.certs = CertStore(config.tls, self.metrics) if config.tls is not None else None
@@ -65,6 +68,8 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
+        # Before the listener: pending rows resume, and the first request finds the spool open.
+        await self.spool.start()
         server = make_server(self.gateway, lambda: self.holder.current.config.limits.header_timeout)
         self._runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_timeout)
         await self._runner.setup()
@@ -100,6 +105,8 @@ class Service:
             # shutdown_timeout may have changed through a reload since the runner was made.
             self._runner._shutdown_timeout = self.config.shutdown_timeout
             await self._runner.cleanup()  # closes the listener, drains within shutdown_timeout
+        # No request can add a row now; attempts in flight get a short grace, then stay pending.
+        await self.spool.stop(grace=min(5.0, self.config.shutdown_timeout))
         await self.forwarder.close()
         self.access_log.flush()
         if self._admin_runner is not None:

@@ -1,4 +1,4 @@
-"""Command line: `webhook-gateway run | check | sign | demo | doctor | telegram`."""
+"""Command line: `webhook-gateway run | check | sign | demo | spool | doctor | telegram`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from gateway import config as cfg
 from gateway import logs
+from gateway.spool import cli as spool_cli
 
 log = logging.getLogger("webhook_gateway")
 
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
     sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    spool_cli.add_parser(sub, help_config)
     sign = sub.add_parser(
         "sign",
         help="print the headers a sender would send for a body, one 'Name: value' per line",
@@ -132,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(cfg.default_path(args.config))
     if args.command == "run":
         return cmd_run(cfg.default_path(args.config))
+    if args.command == "spool":
+        return spool_cli.run(args)
     if args.command == "sign":
         from gateway.sign import cmd_sign
 

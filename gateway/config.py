@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MODES = ("enforce", "report-only")
+DELIVERIES = ("passthrough", "spool")
+DEFAULT_SPOOL_PATH = "/var/lib/webhook-gateway/spool.db"
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 CONFIG_ENV = "WEBHOOK_GATEWAY_CONFIG"
 ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -108,7 +110,25 @@ class RouteConfig:
     verify: VerifyConfig | None
     allow_sources: tuple[Network, ...] | None  # None = any source
     enforce_percent: int = 100
+    delivery: str = "passthrough"  # passthrough | spool
+    spool_concurrency: int = 1  # deliveries in flight at once for this route (spool only)
     telegram: TelegramConfig | None = None  # setWebhook / getWebhookInfo / watcher settings
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    """`spool:`: where and how spooled updates are kept (used by `delivery: spool` routes)."""
+
+    path: str = DEFAULT_SPOOL_PATH
+    max_bytes: int = 256 * 1024 * 1024  # pending + dead rows, bodies and headers
+    max_items: int = 100_000  # pending + dead rows
+    max_age: float = 7 * 86400.0  # a row older than this is dead-lettered after its next failure
+    max_attempts: int = 5  # answers 4xx (not 408/429) this many times: dead letter
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    lock_timeout: float = 2.0  # wait this long for the write lock (or a slow disk), then 503
+    dedup: bool = True  # a retry of a spooled update is answered 200 and not stored again
+    dedup_window: float = 86400.0  # how long a spooled update's mark is kept
 
 
 @dataclass(frozen=True)
@@ -131,8 +151,23 @@ class Config:
     shutdown_timeout: float = 20.0
     max_concurrency: int = 1024
     allow_pure_python_parser: bool = False
+    spool: SpoolConfig | None = None  # None: no `spool:` section (defaults apply if a route spools)
     tls: TlsConfig | None = None  # None: plain HTTP on `listen`
     source_path: str | None = field(default=None, compare=False)
+
+    @property
+    def spool_settings(self) -> SpoolConfig:
+        return self.spool if self.spool is not None else SpoolConfig()
+
+    @property
+    def spool_wanted(self) -> bool:
+        """Open the spool: it is configured, or a route delivers through it."""
+        return self.spool is not None or any(r.delivery == "spool" for r in self.routes)
+
+    @property
+    def spool_path(self) -> str:
+        """Bound at start: a reload that changes it is refused (see `reload.RESTART_ONLY`)."""
+        return self.spool_settings.path
 
 
 # ---------------------------------------------------------------- scalar parsers
@@ -418,7 +453,18 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
     return VerifyConfig(scheme=scheme_name, secrets=tuple(secrets), options=options, on_missing=on_missing)
 
 
-ROUTE_KEYS = {"name", "path", "upstream", "mode", "verify", "allow_sources", "enforce_percent", "telegram"}
+ROUTE_KEYS = {
+    "name",
+    "path",
+    "upstream",
+    "mode",
+    "verify",
+    "allow_sources",
+    "enforce_percent",
+    "delivery",
+    "spool_concurrency",
+    "telegram",
+}
 
 
 def _route(
@@ -444,6 +490,10 @@ def _route(
             "an empty list would refuse everyone; omit the key to allow any source",
         )
     percent = r.get("enforce_percent", int_range(1, 100), 100)
+    delivery = r.get("delivery", choice(*DELIVERIES), "passthrough")
+    concurrency = r.get("spool_concurrency", int_range(1, 64), 1)
+    if r.has("spool_concurrency") and delivery != "spool":
+        problems.add(r.loc("spool_concurrency"), "applies only to a route with delivery: spool")
     telegram = None
     if r.has("telegram"):
         from gateway.telegram.config import parse_telegram
@@ -459,7 +509,47 @@ def _route(
         verify=verify,
         allow_sources=allow,
         enforce_percent=percent,
+        delivery=delivery,
+        spool_concurrency=concurrency,
         telegram=telegram,
+    )
+
+
+SPOOL_KEYS = {
+    "path",
+    "max_bytes",
+    "max_items",
+    "max_age",
+    "max_attempts",
+    "backoff_initial",
+    "backoff_max",
+    "lock_timeout",
+    "dedup",
+    "dedup_window",
+}
+
+
+def _spool(raw: Any, problems: Problems) -> SpoolConfig:
+    r = Reader(raw, "spool", problems, SPOOL_KEYS)
+    d = SpoolConfig()
+    path = r.get("path", text, d.path)
+    if not path or path.endswith("/"):
+        problems.add(r.loc("path"), f"{path!r} must name a database file (e.g. {d.path})")
+    initial = r.get("backoff_initial", parse_duration, d.backoff_initial)
+    cap = r.get("backoff_max", parse_duration, d.backoff_max)
+    if cap < initial:
+        problems.add(r.loc("backoff_max"), "must not be smaller than backoff_initial")
+    return SpoolConfig(
+        path=path,
+        max_bytes=r.get("max_bytes", int_range(1024, 1 << 50), d.max_bytes),
+        max_items=r.get("max_items", int_range(1, 1 << 40), d.max_items),
+        max_age=r.get("max_age", parse_duration, d.max_age),
+        max_attempts=r.get("max_attempts", int_range(1, 1000), d.max_attempts),
+        backoff_initial=initial,
+        backoff_max=cap,
+        lock_timeout=r.get("lock_timeout", parse_duration, d.lock_timeout),
+        dedup=r.get("dedup", boolean, d.dedup),
+        dedup_window=r.get("dedup_window", parse_duration, d.dedup_window),
     )
 
 
@@ -473,6 +563,7 @@ TOP_KEYS = {
     "shutdown_timeout",
     "max_concurrency",
     "allow_pure_python_parser",
+    "spool",
     "tls",
 }
 
@@ -498,6 +589,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
     shutdown = r.get("shutdown_timeout", parse_duration, 20.0)
     max_conc = r.get("max_concurrency", int_range(1, 1_000_000), 1024)
     pure = r.get("allow_pure_python_parser", boolean, False)
+    spool = _spool(r.raw["spool"], problems) if r.has("spool") else None
     tls = None
     if r.has("tls"):
         from gateway.tls.config import parse_tls
@@ -533,6 +625,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         shutdown_timeout=shutdown,
         max_concurrency=max_conc,
         allow_pure_python_parser=pure,
+        spool=spool,
         tls=tls,
         source_path=source_path,
     )

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
@@ -23,6 +24,10 @@ from gateway.pipeline import Decision, error_code, status_for
 from gateway.schemes.base import Signed
 from gateway.server import UNSUPPORTED_VERSION
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
+from gateway.spool.store import SpoolError
+
+if TYPE_CHECKING:
+    from gateway.spool.service import Spool
 
 _JSON = "application/json"
 
@@ -72,8 +77,10 @@ class Gateway:
         metrics: Metrics,
         log: AccessLog,
         clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
     ) -> None:
         self.holder = holder
+        self.spool = spool
         self.forwarder = forwarder
         self.metrics = metrics
         self.log = log
@@ -215,6 +222,8 @@ class Gateway:
             ("X-Webhook-Verdict", decision.verdict()),
         ]
         headers = request_headers(request.headers, extra)
+        if route.config.delivery == "spool":
+            return await self._spool(ex, list(headers.items()), body)
         up_started = time.perf_counter()
         try:
             answer = await self.forwarder.send(route.config.upstream, query, headers, body, timeout)
@@ -231,6 +240,32 @@ class Gateway:
             status=answer.status, reason=answer.reason, body=answer.body, headers=answer.headers
         )
         self._annotate(log, decision)
+        return self._done(resp, route, outcome, log, started)
+
+    async def _spool(self, ex: Exchange, headers: list[tuple[str, str]], body: bytes) -> web.Response:
+        """`delivery: spool`: 200 only once the update is committed to disk; otherwise 503."""
+        route, log, started = ex.route, ex.log, ex.started
+        self._annotate(log, ex.decision)
+        try:
+            if self.spool is None:
+                raise SpoolError("unavailable", "no spool in this gateway")
+            stored = await self.spool.accept(route, ex.query, headers, body)
+        except SpoolError as exc:
+            # Fail closed: the sender retries a 503, and nothing it was told is stored is lost.
+            self.metrics.spool.write_failures.labels(route.name, exc.reason).inc()
+            route.metrics.requests["spool_error"].inc()
+            log["spool_error"] = exc.reason
+            resp = json_error(503, "spool_unavailable", {"Retry-After": "5"})
+            return self._done(resp, route, "spool_error", log, started)
+        except Exception:  # anything unexpected is a failed write too: never a 200
+            self.metrics.spool.write_failures.labels(route.name, "error").inc()
+            route.metrics.requests["spool_error"].inc()
+            log["spool_error"] = "error"
+            resp = json_error(503, "spool_unavailable", {"Retry-After": "5"})
+            return self._done(resp, route, "spool_error", log, started)
+        outcome = "spooled" if stored else "duplicate"
+        route.metrics.requests[outcome].inc()
+        resp = web.Response(status=200, body=json.dumps({"status": outcome}).encode(), content_type=_JSON)
         return self._done(resp, route, outcome, log, started)
 
     def _handshake(
