@@ -22,6 +22,8 @@ from gateway.server import make_server
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 from gateway.spool.service import Spool
 from gateway.store import build_store
+from gateway.telegram.watch import TelegramWatcher
+from gateway.tls.store import CertStore
 
 log = logging.getLogger("webhook_gateway")
 
@@ -62,6 +64,10 @@ class Service:
             store=self.store,
             spool=self.spool,
         )
+        # TLS is bound to the listener: a reload may not add, drop or move it (reload.py refuses
+        # such a change), but the certificate files themselves are re-read when they change.
+        self.certs = CertStore(config.tls, self.metrics) if config.tls is not None else None
+        self.telegram = TelegramWatcher(self.holder, self.metrics)
         self.ready = False
         self.stopping = asyncio.Event()
         self._runner: web.ServerRunner | None = None
@@ -86,9 +92,13 @@ class Service:
         server = make_server(self.gateway, lambda: self.holder.current.config.limits.header_timeout)
         self._runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port, backlog=1024)
+        tls = self.certs.context if self.certs is not None else None
+        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port, backlog=1024, ssl_context=tls)
         await site.start()
         self.public_port = _bound_port(site)
+        if self.certs is not None:
+            self.certs.start()
+        self.telegram.start()
         self._admin_runner = web.AppRunner(self._admin_app(), access_log=None)
         await self._admin_runner.setup()
         admin = web.TCPSite(self._admin_runner, cfg.admin_listen.host, cfg.admin_listen.port)
@@ -99,6 +109,7 @@ class Service:
             "listening",
             extra={
                 "public": _show(cfg.listen, self.public_port),
+                "tls": self.certs is not None,
                 "admin": _show(cfg.admin_listen, self.admin_port),
             },
         )
@@ -106,6 +117,9 @@ class Service:
     async def stop(self) -> None:
         """Graceful: not ready at once, stop accepting, let in-flight requests finish."""
         self.ready = False
+        await self.telegram.stop()
+        if self.certs is not None:
+            await self.certs.stop()
         if self._runner is not None:
             # shutdown_timeout may have changed through a reload since the runner was made.
             self._runner._shutdown_timeout = self.config.shutdown_timeout

@@ -13,10 +13,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yarl import URL
+
+if TYPE_CHECKING:
+    from gateway.telegram.config import TelegramConfig
+    from gateway.tls.config import TlsConfig
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -148,6 +152,7 @@ class RouteConfig:
     rate_limit: RateLimitConfig | None = None
     replay: ReplayConfig | None = None
     accept: AcceptConfig | None = None
+    telegram: TelegramConfig | None = None  # setWebhook / getWebhookInfo / watcher settings
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,7 @@ class Config:
     allow_pure_python_parser: bool = False
     spool: SpoolConfig | None = None  # None: no `spool:` section (defaults apply if a route spools)
     store: StoreConfig = field(default_factory=StoreConfig)
+    tls: TlsConfig | None = None  # None: plain HTTP on `listen`
     source_path: str | None = field(default=None, compare=False)
 
     @property
@@ -604,6 +610,7 @@ ROUTE_KEYS = {
     "rate_limit",
     "replay",
     "accept",
+    "telegram",
 }
 
 
@@ -639,6 +646,11 @@ def _route(
     )
     replay = _replay(r.raw["replay"], r.loc("replay"), problems, verify) if r.has("replay") else None
     accept = _accept(r.raw["accept"], r.loc("accept"), problems) if r.has("accept") else None
+    telegram = None
+    if r.has("telegram"):
+        from gateway.telegram.config import parse_telegram
+
+        telegram = parse_telegram(r.raw["telegram"], r.loc("telegram"), problems, environ)
     if upstream is None:
         return None
     return RouteConfig(
@@ -654,6 +666,7 @@ def _route(
         rate_limit=rate_limit,
         replay=replay,
         accept=accept,
+        telegram=telegram,
     )
 
 
@@ -769,6 +782,7 @@ TOP_KEYS = {
     "allow_pure_python_parser",
     "spool",
     "store",
+    "tls",
 }
 
 
@@ -795,6 +809,11 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
     pure = r.get("allow_pure_python_parser", boolean, False)
     spool = _spool(r.raw["spool"], problems) if r.has("spool") else None
     store = _store(r.raw.get("store"), problems, env)
+    tls = None
+    if r.has("tls"):
+        from gateway.tls.config import parse_tls
+
+        tls = parse_tls(r.raw["tls"], problems)
     routes: list[RouteConfig] = []
     raw_routes = r.list("routes")
     if not raw_routes:
@@ -827,6 +846,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         allow_pure_python_parser=pure,
         spool=spool,
         store=store,
+        tls=tls,
         source_path=source_path,
     )
 

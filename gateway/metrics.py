@@ -107,6 +107,42 @@ class Metrics:
             "Unix time of the last config load that succeeded.",
             registry=r,
         )
+        self.tls_certificate_expiry = Gauge(
+            "webhook_gateway_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate served for each server name (SAN), as unix time.",
+            ["server_name"],
+            registry=r,
+        )
+        self.tls_reloads = Counter(
+            "webhook_gateway_tls_certificate_reloads",
+            "Certificate files re-read after a change, by result (error: the old pair is kept).",
+            ["result"],
+            registry=r,
+        )
+        self.telegram_pending = Gauge(
+            "webhook_gateway_telegram_pending_updates",
+            "pending_update_count from getWebhookInfo: updates Telegram has not delivered yet.",
+            ["route"],
+            registry=r,
+        )
+        self.telegram_last_error = Gauge(
+            "webhook_gateway_telegram_last_error_timestamp_seconds",
+            "last_error_date from getWebhookInfo: Telegram's last failed delivery (0: none).",
+            ["route"],
+            registry=r,
+        )
+        self.telegram_url_matches = Gauge(
+            "webhook_gateway_telegram_webhook_url_matches",
+            "1 when the bot's webhook URL is the route's expected_url, 0 when it points elsewhere.",
+            ["route"],
+            registry=r,
+        )
+        self.telegram_watch_up = Gauge(
+            "webhook_gateway_telegram_watch_up",
+            "1 when the last getWebhookInfo call succeeded, 0 when it failed (token, network).",
+            ["route"],
+            registry=r,
+        )
         self.inflight = Gauge("webhook_gateway_inflight_requests", "Requests being handled now.", registry=r)
         self.store_errors = Counter(
             "webhook_gateway_store_errors",
@@ -129,6 +165,7 @@ class Metrics:
         )
         for result in ("success", "error"):
             self.config_reloads.labels(result)
+            self.tls_reloads.labels(result)
         self.spool = SpoolMetrics(r)
 
     def route(self, name: str, mode: str) -> RouteMetrics:
