@@ -126,7 +126,25 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         {"podDisruptionBudget": {"enabled": False}, "metricsService": {"enabled": True}, "replicaCount": 1},
         {"ConfigMap", "Deployment", "Service"},
     ),
+    "standalone-spool": (
+        {
+            "config": {"routes": [{**ROUTE, "delivery": "spool"}], "spool": {"max_items": 50000}},
+            "secretEnv": SECRET_ENV,
+            "spool": {"enabled": True, "size": "2Gi", "storageClassName": "fast-ssd"},
+            "prometheusRule": {"enabled": True},
+        },
+        {"ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget", "PrometheusRule"},
+    ),
     "sidecar-defaults": ({"deploymentMode": "sidecar"}, {"ConfigMap"}),
+    "sidecar-spool": (
+        {
+            "deploymentMode": "sidecar",
+            "config": {"routes": [{**ROUTE, "delivery": "spool"}]},
+            "secretEnv": SECRET_ENV,
+            "spool": {"enabled": True},
+        },
+        {"ConfigMap", "PersistentVolumeClaim"},
+    ),
     "sidecar-monitored": (
         {
             "deploymentMode": "sidecar",
@@ -139,9 +157,17 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
 }
 
 
+SPOOLED = sorted(n for n in CASES if CASES[n][0].get("spool", {}).get("enabled"))
 STANDALONE = sorted(n for n in CASES if CASES[n][0].get("deploymentMode", "standalone") == "standalone")
 MONITORED = sorted(n for n in CASES if "ServiceMonitor" in CASES[n][1])
 RULED = sorted(n for n in CASES if "PrometheusRule" in CASES[n][1])
+
+
+def workload(docs: list[Doc]) -> Doc:
+    """The standalone pods' controller: a Deployment, or a StatefulSet when the spool is on."""
+    found = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    assert len(found) == 1, [d["kind"] for d in found]
+    return found[0]
 
 
 @functools.cache
@@ -158,6 +184,7 @@ def case(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], list[Doc]
 
 def test_case_lists_cover_both_modes_and_every_optional_object() -> None:
     assert STANDALONE and MONITORED and RULED
+    assert set(SPOOLED) & set(STANDALONE) and set(SPOOLED) - set(STANDALONE), "spool in both modes"
     assert set(CASES) - set(STANDALONE), "no sidecar case"
 
 
@@ -207,7 +234,7 @@ def test_rendered_config_passes_gateway_check(
     # The container the config runs in: the standalone pod, or in sidecar mode the same named
     # template the bot's pod includes (rendered here through the standalone Deployment).
     pod_docs = docs if name in STANDALONE else render(values={**values, "deploymentMode": "standalone"})
-    pod = one(pod_docs, "Deployment")["spec"]["template"]["spec"]
+    pod = workload(pod_docs)["spec"]["template"]["spec"]
     container = gateway_container(pod)
     mounts = secret_mounts(pod, container)
     result = check_config(text, container, mounts, tmp_path)
@@ -240,7 +267,7 @@ def test_config_env_references_need_a_secret_env_entry(tmp_path: Path) -> None:
 def test_standalone_pod_is_locked_down_and_wired(case: tuple[str, dict[str, Any], list[Doc]]) -> None:
     _, values, docs = case
     cm = one(docs, "ConfigMap")
-    dep = one(docs, "Deployment")
+    dep = workload(docs)
     template = dep["spec"]["template"]
     pod = template["spec"]
     c = assert_gateway_wired(pod, cm)
@@ -302,35 +329,58 @@ def test_monitoring_objects_point_at_the_admin_port(case: tuple[str, dict[str, A
     if values.get("deploymentMode") == "sidecar":
         assert metrics["spec"]["selector"] == values["sidecar"]["podSelector"]
     else:
-        pod = one(docs, "Deployment")["spec"]["template"]
+        pod = workload(docs)["spec"]["template"]
         assert labels_match(metrics["spec"]["selector"], pod["metadata"]["labels"])
 
 
-def _rules_file() -> Doc:
-    return yaml.safe_load(ALERTS.read_text())
+ALERT_FILES = {
+    "alerts.yaml": "always",
+    "alerts-tls-telegram.yaml": "always",
+    "alerts-spool.yaml": "spool",
+}
 
 
-def test_chart_alerts_file_is_the_plain_rules_file() -> None:
-    chart_copy = CHART / "files" / "alerts.yaml"
-    assert chart_copy.read_bytes() == ALERTS.read_bytes(), (
-        f"{chart_copy} differs from {ALERTS}: copy deploy/prometheus/alerts.yaml over it"
+def _expected_groups(spool: bool) -> list[Doc]:
+    groups: list[Doc] = []
+    for name, when in ALERT_FILES.items():
+        if when == "always" or spool:
+            groups.extend(yaml.safe_load((ALERTS.parent / name).read_text())["groups"])
+    return groups
+
+
+def test_every_rules_file_is_in_the_chart() -> None:
+    shipped = {p.name for p in ALERTS.parent.glob("alerts*.yaml") if not p.name.endswith("_test.yaml")}
+    assert shipped == set(ALERT_FILES)
+    assert {p.name for p in (CHART / "files").glob("alerts*.yaml")} == set(ALERT_FILES)
+
+
+@pytest.mark.parametrize("name", sorted(ALERT_FILES))
+def test_chart_alerts_file_is_the_plain_rules_file(name: str) -> None:
+    chart_copy = CHART / "files" / name
+    plain = ALERTS.parent / name
+    assert chart_copy.read_bytes() == plain.read_bytes(), (
+        f"{chart_copy} differs from {plain}: copy deploy/prometheus/{name} over it"
     )
 
 
 @pytest.mark.parametrize("case", RULED, indirect=True)
-def test_prometheus_rule_carries_the_rules_file(
+def test_prometheus_rule_carries_the_rules_files(
     case: tuple[str, dict[str, Any], list[Doc]], tmp_path: Path
 ) -> None:
-    _, values, docs = case
+    name, values, docs = case
     [pr] = by_kind(docs)["PrometheusRule"]
     assert pr["apiVersion"] == "monitoring.coreos.com/v1"
     assert set(pr["spec"]) == {"groups"}
     extra = values["prometheusRule"].get("ruleLabels", {})
-    expected = _rules_file()
+    spool = name in SPOOLED
+    expected = {"groups": _expected_groups(spool)}
     for group in expected["groups"]:
         for rule in group["rules"]:
             rule["labels"] = {**extra, **rule.get("labels", {})}
     assert pr["spec"] == expected
+    alerts = {r["alert"] for g in pr["spec"]["groups"] for r in g["rules"]}
+    assert {"WebhookGatewaySignatureMismatchRatioHigh", "WebhookGatewayTLSCertificateExpiresSoon"} <= alerts
+    assert ("WebhookGatewaySpoolOldestPendingTooOld" in alerts) == spool
     for k, v in values["prometheusRule"].get("labels", {}).items():
         assert pr["metadata"]["labels"][k] == v
     # what the operator hands Prometheus is a rules file: promtool must accept it
@@ -339,6 +389,121 @@ def test_prometheus_rule_carries_the_rules_file(
     result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {sum(len(g['rules']) for g in expected['groups'])} rules found" in result.stdout
+
+
+def _pod_and_claims(docs: list[Doc], values: dict[str, Any]) -> tuple[Doc, dict[str, Doc]]:
+    """The pod spec running the gateway and the PVC specs by volume name. In sidecar mode: the
+    named templates (rendered through standalone mode) plus the PVC the chart renders."""
+    if values.get("deploymentMode") == "sidecar":
+        pod = workload(render(values={**values, "deploymentMode": "standalone"}))["spec"]["template"]["spec"]
+        pod["volumes"] = yaml.safe_load(_sidecar_volumes(values))
+        claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+        return pod, claims
+    sts = workload(docs)
+    claims = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+    return sts["spec"]["template"]["spec"], claims
+
+
+def _sidecar_volumes(values: dict[str, Any]) -> str:
+    """What `include "webhook-gateway.sidecar.volumes"` gives a bot's pod, rendered by Helm."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "webhook-gateway"
+        shutil.copytree(CHART, chart)
+        (chart / "templates" / "zz-volumes.yaml").write_text(
+            'kind: VolumesProbe\nvolumes:\n{{- include "webhook-gateway.sidecar.volumes" . | nindent 2 }}\n'
+        )
+        docs = render(chart=chart, values=values)
+    [probe] = [d for d in docs if d["kind"] == "VolumesProbe"]
+    return yaml.safe_dump(probe["volumes"])
+
+
+@pytest.mark.parametrize("case", SPOOLED, indirect=True)
+def test_spool_is_on_a_persistent_volume_claim(case: tuple[str, dict[str, Any], list[Doc]]) -> None:
+    _, values, docs = case
+    pod, claims = _pod_and_claims(docs, values)
+    c = gateway_container(pod)
+    cfg = yaml.safe_load(config_text(one(docs, "ConfigMap")))
+    path = cfg["spool"]["path"]
+    assert path == "/var/lib/webhook-gateway/spool.db"
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == "/var/lib/webhook-gateway"]
+    assert not mount.get("readOnly") and "subPath" not in mount
+    assert path.startswith(mount["mountPath"] + "/")
+    # the other keys of the user's spool section survive the chart setting the path
+    assert {k: v for k, v in cfg["spool"].items() if k != "path"} == values["config"].get("spool", {})
+    if values.get("deploymentMode") == "sidecar":
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert set(volume) == {"name", "persistentVolumeClaim"}, "a PVC, never an emptyDir"
+        claim = claims[volume["persistentVolumeClaim"]["claimName"]]["spec"]
+        assert [v["name"] for v in pod["volumes"] if "emptyDir" in v] == ["webhook-gateway-tmp"]
+    else:
+        assert mount["name"] not in {v["name"] for v in pod["volumes"]}, "from volumeClaimTemplates only"
+        claim = claims[mount["name"]]["spec"]
+    spool_values = values["spool"]
+    assert claim["accessModes"] == spool_values.get("accessModes", ["ReadWriteOnce"])
+    assert claim["resources"]["requests"]["storage"] == spool_values.get("size", "1Gi")
+    assert claim.get("storageClassName", "") == spool_values.get("storageClassName", "")
+    # the root filesystem stays read-only; the non-root user writes the volume through fsGroup
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["fsGroup"] == c["securityContext"]["runAsGroup"] == 10001
+
+
+def test_standalone_spool_is_one_volume_per_replica() -> None:
+    docs = _rendered("standalone-spool")
+    sts = one(docs, "StatefulSet")
+    assert "Deployment" not in by_kind(docs)
+    assert sts["spec"]["replicas"] == 2
+    [template] = sts["spec"]["volumeClaimTemplates"]
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # the governing Service exists and is headless
+    governing = one(docs, "Service", sts["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert labels_match(governing["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
+
+
+def test_sidecar_spool_can_mount_an_existing_claim() -> None:
+    values = {**CASES["sidecar-spool"][0], "spool": {"enabled": True, "existingClaim": "bot-spool"}}
+    docs = render(values=values)
+    assert "PersistentVolumeClaim" not in by_kind(docs)
+    volumes = yaml.safe_load(_sidecar_volumes(values))
+    [spool] = [v for v in volumes if v["name"] == "webhook-gateway-spool"]
+    assert spool["persistentVolumeClaim"] == {"claimName": "bot-spool"}
+
+
+def test_spool_disabled_mounts_no_spool_volume() -> None:
+    pod = workload(_rendered("standalone-defaults"))["spec"]["template"]["spec"]
+    assert "/var/lib/webhook-gateway" not in {m["mountPath"] for m in gateway_container(pod)["volumeMounts"]}
+    assert "spool" not in yaml.safe_load(config_text(one(_rendered("standalone-defaults"), "ConfigMap")))
+    assert "webhook-gateway-spool" not in _sidecar_volumes({"deploymentMode": "sidecar"})
+
+
+@pytest.mark.parametrize(
+    ("shutdown", "grace", "ok"),
+    [
+        ("20s", 30, True),
+        ("20s", 29, False),
+        ("1m", 70, True),
+        ("1m", 69, False),
+        (40, 50, True),
+        (40.5, 50, False),
+    ],
+)
+def test_grace_period_covers_the_drain(shutdown: Any, grace: int, ok: bool) -> None:
+    values = {
+        "config": {"shutdown_timeout": shutdown, "routes": [ROUTE]},
+        "secretEnv": SECRET_ENV,
+        "terminationGracePeriodSeconds": grace,
+    }
+    if ok:
+        assert (
+            workload(render(values=values))["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            == grace
+        )
+    else:
+        with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+            render(values=values)
 
 
 @pytest.mark.parametrize(
@@ -353,6 +518,9 @@ def test_prometheus_rule_carries_the_rules_file(
         ({"config": {"routes": []}}, "/config/routes"),
         ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
         ({"image": {"repository": "x", "digest": "latest"}}, "/image/digest"),
+        ({"spool": {"enabled": True, "size": "lots", "accessModes": ["ReadWriteOnce"]}}, "/spool/size"),
+        ({"spool": {"enabled": True, "size": "1Gi", "accessModes": ["ReadWrite"]}}, "/spool/accessModes"),
+        ({"spool": {"enabled": True, "size": "1Gi", "accessModes": [], "emptyDir": {}}}, "/spool"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
@@ -368,6 +536,22 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
         (
             {"deploymentMode": "sidecar", "serviceMonitor": {"enabled": True}},
             "sidecar.podSelector .* is required",
+        ),
+        (
+            {"config": {"routes": [{**ROUTE, "delivery": "spool"}]}},
+            "config uses the spool .* but spool.enabled is false",
+        ),
+        (
+            {"deploymentMode": "sidecar", "config": {"routes": [ROUTE], "spool": {"max_items": 10}}},
+            "config uses the spool .* but spool.enabled is false",
+        ),
+        (
+            {"spool": {"enabled": True}, "config": {"routes": [ROUTE], "spool": {"path": "/data/spool.db"}}},
+            "must be a file directly in /var/lib/webhook-gateway",
+        ),
+        (
+            {"spool": {"enabled": True}, "podSecurityContext": {"fsGroup": None}},  # null removes a default
+            "spool.enabled needs podSecurityContext.fsGroup",
         ),
     ],
 )

@@ -57,6 +57,10 @@ updated, and the gateway's hot reload relies on the kubelet's ..data symlink swa
       readOnly: true
     - name: webhook-gateway-tmp
       mountPath: /tmp
+    {{- if .Values.spool.enabled }}
+    - name: webhook-gateway-spool
+      mountPath: {{ include "webhook-gateway.spoolDir" . }}
+    {{- end }}
     {{- range $i, $s := .Values.secretFiles }}
     - name: {{ printf "webhook-gateway-secret-%d" $i }}
       mountPath: {{ $s.mountPath }}
@@ -96,6 +100,12 @@ updated, and the gateway's hot reload relies on the kubelet's ..data symlink swa
   emptyDir:
     medium: Memory
     sizeLimit: 16Mi
+{{- /* standalone + spool: the StatefulSet's volumeClaimTemplates provide webhook-gateway-spool */}}
+{{- if and .Values.spool.enabled (eq .Values.deploymentMode "sidecar") }}
+- name: webhook-gateway-spool
+  persistentVolumeClaim:
+    claimName: {{ include "webhook-gateway.spoolClaimName" . }}
+{{- end }}
 {{- range $i, $s := .Values.secretFiles }}
 - name: {{ printf "webhook-gateway-secret-%d" $i }}
   secret:
