@@ -3,7 +3,8 @@
 #   docker build -t webhook-gateway .
 #   docker run --read-only -e TG_SECRET=... -p 8080:8080 webhook-gateway
 #
-# Two stages: `build` turns this checkout into a wheel and installs it into a virtualenv;
+# Two stages: `build` turns this checkout into a wheel and installs it, with the `redis` extra
+# (so `store: {backend: redis}` works in the image), into a virtualenv;
 # the runtime stage copies only that virtualenv (no compiler, no pip cache, no sources).
 # The RUN steps of the build stage are executed as they stand by tests/deploy/test_dockerfile.py
 # (without Docker), so keep every path in them relative or in $VENV.
@@ -19,7 +20,7 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir dist . \
     && python -m venv "$VENV" \
-    && "$VENV/bin/pip" install --no-cache-dir dist/*.whl \
+    && "$VENV/bin/pip" install --no-cache-dir "$(ls dist/*.whl)[redis]" \
     && "$VENV/bin/pip" uninstall --yes setuptools pip \
     && "$VENV/bin/webhook-gateway" --help >/dev/null
 

@@ -14,16 +14,25 @@ import pytest
 import yaml
 from deploy_support import ALERTS, REPO
 
-from gateway.metrics import CHECKS, REASONS, Metrics
+from gateway.metrics import CHECKS, REASONS, SPOOL_RESULTS, Metrics
 
 UNIT_TESTS = ALERTS.parent / "alerts_test.yaml"
 SELECTOR = re.compile(r"\b(webhook_gateway_[a-z_]+)(?:\{([^}]*)\})?")
 MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*')
 
 
-def _rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+# Every rules file the chart's PrometheusRule carries (the first one's own tests are below; the
+# others have promtool unit tests of their own in tests/spool and tests/tls).
+RULE_FILES = [ALERTS, ALERTS.parent / "alerts-spool.yaml", ALERTS.parent / "alerts-tls-telegram.yaml"]
+
+
+def _rules(path: Path = ALERTS) -> list[dict[str, Any]]:
+    groups = yaml.safe_load(path.read_text())["groups"]
     return [rule for g in groups for rule in g["rules"]]
+
+
+def _all_rules() -> list[dict[str, Any]]:
+    return [rule for path in RULE_FILES for rule in _rules(path)]
 
 
 def _promtool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -93,7 +102,8 @@ def test_every_alert_is_documented() -> None:
 
 def _exported() -> dict[str, dict[str, set[str]]]:
     """Sample name -> label -> values, from a Metrics registry exercised the way the gateway does:
-    one route, every outcome, every check failure, a reload of each result."""
+    one route, every outcome, every check failure, a reload of each result, a spooled route's
+    deliveries and write failures, a served certificate and a Telegram watcher."""
     m = Metrics()
     route = m.route("r", "enforce")
     route.upstream.observe(0.01)
@@ -104,6 +114,18 @@ def _exported() -> dict[str, dict[str, set[str]]]:
         for reason in REASONS:
             for mode in ("enforce", "report-only"):
                 route.failure(check, reason, mode)
+    spool = m.spool
+    spool.depth.labels("r").set(1)
+    spool.oldest_age.labels("r").set(1)
+    spool.dead.labels("r").set(0)
+    for result in SPOOL_RESULTS:
+        spool.deliveries.labels("r", result).inc()
+    spool.dead_letters.labels("r").inc()
+    for reason in ("full", "disk_full", "locked", "timeout", "unavailable", "error"):
+        spool.write_failures.labels("r", reason).inc()
+    m.tls_certificate_expiry.labels("bot.example.com").set(2e9)
+    for gauge in (m.telegram_pending, m.telegram_last_error, m.telegram_url_matches, m.telegram_watch_up):
+        gauge.labels("r").set(1)
     out: dict[str, dict[str, set[str]]] = {}
     for family in m.registry.collect():
         for sample in family.samples:
@@ -116,7 +138,7 @@ def _exported() -> dict[str, dict[str, set[str]]]:
 def test_every_metric_and_label_value_in_the_rules_is_exported() -> None:
     exported = _exported()
     used: set[str] = set()
-    for rule in _rules():
+    for rule in _all_rules():
         for name, matchers in SELECTOR.findall(rule["expr"]):
             assert name in exported, f"{rule['alert']}: {name} is not exported by gateway/metrics.py"
             used.add(name)
@@ -131,12 +153,43 @@ def test_every_metric_and_label_value_in_the_rules_is_exported() -> None:
         "webhook_gateway_requests_total",
         "webhook_gateway_check_failures_total",
         "webhook_gateway_config_reloads_total",
+        "webhook_gateway_spool_oldest_age_seconds",
+        "webhook_gateway_spool_write_failures_total",
+        "webhook_gateway_dead_letters_total",
+        "webhook_gateway_tls_certificate_expiry_timestamp_seconds",
+        "webhook_gateway_tls_certificate_reloads_total",
+        "webhook_gateway_telegram_webhook_url_matches",
+        "webhook_gateway_telegram_last_error_timestamp_seconds",
+        "webhook_gateway_telegram_pending_updates",
+        "webhook_gateway_telegram_watch_up",
     }
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_promtool_checks_every_rules_file(path: Path) -> None:
+    result = _promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(_rules(path))} rules found" in result.stdout
+    tests = path.with_name(path.stem + "_test.yaml")
+    result = _promtool("test", "rules", str(tests), cwd=path.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_chart_alert_is_documented_in_the_kubernetes_section() -> None:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Deploying on Kubernetes")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    for rule in _all_rules():
+        assert rule["labels"]["severity"] in {"page", "warning"}
+        assert f"`{rule['alert']}`" in section, (
+            f"README's Kubernetes section does not explain {rule['alert']}"
+        )
 
 
 def test_metric_check_sees_a_metric_that_does_not_exist() -> None:
     exported = _exported()
-    assert "webhook_gateway_spool_depth" not in exported
+    assert "webhook_gateway_spool_queue_length" not in exported
+    assert "webhook_gateway_spool_depth" in exported
     assert "webhook_gateway_requests_total" in exported
     assert "upstream_error" in exported["webhook_gateway_requests_total"]["outcome"]
     assert "signature" in exported["webhook_gateway_check_failures_total"]["check"]

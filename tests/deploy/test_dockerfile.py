@@ -171,6 +171,14 @@ def test_the_image_holds_the_package_not_the_checkout(image: Emulator) -> None:
     ).stdout.strip()
     assert Path(out).is_relative_to(venv / "lib")
     assert (Path(out).parent / "presets.yaml").is_file(), "package data (presets.yaml) is installed"
+    # the redis extra is installed: `store: {backend: redis}` works in the image
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import gateway.store.redis"],
+        env=_runtime_env(image),
+        cwd=image.root,
+        check=True,
+        timeout=30,
+    )
     assert not (venv / "bin" / "pip").exists(), "pip is removed from the runtime venv"
     site = Path(out).parent.parent
     assert not list(site.glob("setuptools*")), "so is setuptools: nothing installs at run time"
