@@ -184,9 +184,12 @@ frontend hooks
   bind 127.0.0.1:{port}
   option http-buffer-request
   option forwardfor
-  http-request return status 404 content-type application/json string '{{"error":"not_found"}}' unless {{ path {HMAC_PATH} }}
+  acl hook path {HMAC_PATH}
+  http-request return status 404 content-type application/json string '{{"error":"not_found"}}' unless hook
   http-request set-var(txn.want) req.body,hmac(sha256,{key}),hex,lower
-  http-request return status 401 content-type application/json string '{{"error":"signature_mismatch"}}' unless {{ req.hdr(X-Signature),lower,secure_memcmp(txn.want) }}
+  acl signed req.hdr(X-Signature),lower,secure_memcmp(txn.want)
+  http-request return status 401 content-type application/json string '{{"error":"signature_mismatch"}}' \
+    unless signed
   http-request set-header X-Webhook-Verdict pass
   http-request set-header X-Request-Id %[uuid]
   default_backend bot
@@ -629,7 +632,11 @@ def table(report: dict) -> str:
         lines.append(f"{'upstream alone':<22} {'nginx return 200':<22} {u['rps']:>10.0f}")
     base = res.get("paced/upstream")
     if base:
-        lines += ["", f"fixed rate {report['settings']['rate']:.0f} req/s, open loop (latency added over the upstream alone)"]
+        lines += [
+            "",
+            f"fixed rate {report['settings']['rate']:.0f} req/s, open loop"
+            " (latency added over the upstream alone)",
+        ]
         for name in ("upstream", "nginx", "gateway-1w"):
             p = res.get(f"paced/{name}")
             if p is None:
@@ -640,7 +647,11 @@ def table(report: dict) -> str:
                 mark = f"  target <= {TARGETS['added_p99_ms']:.1f} ms " + (
                     "ok" if added <= TARGETS["added_p99_ms"] else "MISS"
                 )
-            extra = "" if name == "upstream" else f"  added p50 {p['p50_ms'] - base['p50_ms']:+.3f} p99 {added:+.3f}"
+            extra = (
+                ""
+                if name == "upstream"
+                else f"  added p50 {p['p50_ms'] - base['p50_ms']:+.3f} p99 {added:+.3f}"
+            )
             lines.append(
                 f"  {name:<12} p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms{extra}{mark}"
                 f"  (late {p['late']:.0f}/{p['sent']:.0f}, errors {p['errors']:.0f})"
@@ -649,7 +660,9 @@ def table(report: dict) -> str:
         lines.append("")
         for label, mb in report["rss_peak_mb"].items():
             mark = f"  target <= {TARGETS['rss_mb']:.0f} MB " + ("ok" if mb <= TARGETS["rss_mb"] else "MISS")
-            lines.append(f"RSS peak {label}: {mb:.1f} MB (all processes){mark if label == 'gateway-1w' else ''}")
+            lines.append(
+                f"RSS peak {label}: {mb:.1f} MB (all processes){mark if label == 'gateway-1w' else ''}"
+            )
     return "\n".join(lines)
 
 
@@ -671,7 +684,9 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="py-spy the one-worker gateway into results/")
     missing = [t for t in ("wrk", "nginx", "haproxy") if not shutil.which(t)]
     if missing:
-        print(f"missing tools: {', '.join(missing)} (apt-get install wrk nginx-light haproxy)", file=sys.stderr)
+        print(
+            f"missing tools: {', '.join(missing)} (apt-get install wrk nginx-light haproxy)", file=sys.stderr
+        )
         return 1
     run(p.parse_args())
     return 0
