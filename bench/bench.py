@@ -168,6 +168,7 @@ http {{
 
 def haproxy_conf(tmp: Path, port: int, upstream: int) -> str:
     key = base64.b64encode(HMAC_SECRET.encode()).decode()
+    mismatch = """'{"error":"signature_mismatch"}'"""
     return f"""
 global
   nbthread 1
@@ -188,8 +189,7 @@ frontend hooks
   http-request return status 404 content-type application/json string '{{"error":"not_found"}}' unless hook
   http-request set-var(txn.want) req.body,hmac(sha256,{key}),hex,lower
   acl signed req.hdr(X-Signature),lower,secure_memcmp(txn.want)
-  http-request return status 401 content-type application/json string '{{"error":"signature_mismatch"}}' \
-    unless signed
+  http-request return status 401 content-type application/json string {mismatch} unless signed
   http-request set-header X-Webhook-Verdict pass
   http-request set-header X-Request-Id %[uuid]
   default_backend bot
