@@ -16,7 +16,7 @@ from gateway.forward import Forwarder
 from gateway.handler import Gateway
 from gateway.metrics import Metrics
 from gateway.reload import Reloader
-from gateway.server import make_server
+from gateway.server import HttpServer
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 
 log = logging.getLogger("webhook_gateway")
@@ -43,10 +43,16 @@ class Service:
         self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log)
         self.ready = False
         self.stopping = asyncio.Event()
-        self._runner: web.ServerRunner | None = None
+        self._http: HttpServer | None = None
+        self._listener: asyncio.Server | None = None
         self._admin_runner: web.AppRunner | None = None
         self.public_port = 0
         self.admin_port = 0
+
+    def begin_stop(self) -> None:
+        """Signal handler: not ready from this instant (before any other request is answered)."""
+        self.ready = False
+        self.stopping.set()
 
     @property
     def config(self) -> Config:
@@ -54,12 +60,14 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
-        server = make_server(self.gateway, lambda: self.holder.current.config.limits.header_timeout)
-        self._runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_timeout)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port, backlog=1024)
-        await site.start()
-        self.public_port = _bound_port(site)
+        self._http = HttpServer(
+            self.gateway,
+            header_timeout=lambda: self.holder.current.config.limits.header_timeout,
+            on_malformed=getattr(self.gateway, "malformed", None),
+        )
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(self._http, cfg.listen.host, cfg.listen.port, backlog=1024)
+        self.public_port = int(self._listener.sockets[0].getsockname()[1])
         self._admin_runner = web.AppRunner(self._admin_app(), access_log=None)
         await self._admin_runner.setup()
         admin = web.TCPSite(self._admin_runner, cfg.admin_listen.host, cfg.admin_listen.port)
@@ -77,10 +85,14 @@ class Service:
     async def stop(self) -> None:
         """Graceful: not ready at once, stop accepting, let in-flight requests finish."""
         self.ready = False
-        if self._runner is not None:
-            # shutdown_timeout may have changed through a reload since the runner was made.
-            self._runner._shutdown_timeout = self.config.shutdown_timeout
-            await self._runner.cleanup()  # closes the listener, drains within shutdown_timeout
+        if self._listener is not None:
+            self._listener.close()  # stop accepting at once
+        if self._http is not None:
+            # Answer what is in flight within shutdown_timeout (read now: a reload may have
+            # changed it), then close every connection.
+            await self._http.shutdown(self.config.shutdown_timeout)
+        if self._listener is not None:
+            await self._listener.wait_closed()
         await self.forwarder.close()
         self.access_log.flush()
         if self._admin_runner is not None:
@@ -126,7 +138,7 @@ async def run(config: Config, path: str | None = None) -> int:
     await service.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stopping.set)
+        loop.add_signal_handler(sig, service.begin_stop)
     reloader = None
     if path is not None:
         reloader = Reloader(path, service.holder, service.metrics)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11
 
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
@@ -19,25 +20,26 @@ from gateway.forward import Forwarder, UpstreamError, request_headers
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, error_code, status_for
 from gateway.schemes.base import Signed
+from gateway.server import Reply, Request
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
 
 _JSON = "application/json"
 
 
-def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps({"error": code}).encode(),
-        content_type=_JSON,
-        headers=headers,
-    )
+def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, _error_body(code), headers, content_type=_JSON)
+
+
+@functools.cache
+def _error_body(code: str) -> bytes:
+    return json.dumps({"error": code}).encode()
 
 
 @dataclass(slots=True)
 class Exchange:
     """One request on its way upstream, after the checks."""
 
-    request: web.BaseRequest
+    request: Request
     route: Route
     query: str
     client: IPAddress | None
@@ -64,7 +66,7 @@ class Gateway:
         self.clock = clock
         self.inflight = 0
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
         started_hook = getattr(request.protocol, "request_started", None)
         if started_hook is not None:
@@ -83,9 +85,7 @@ class Gateway:
             self.inflight -= 1
             self.metrics.inflight.dec()
 
-    async def _handle(
-        self, request: web.BaseRequest, snapshot: Snapshot, started: float
-    ) -> web.StreamResponse:
+    async def _handle(self, request: Request, snapshot: Snapshot, started: float) -> Reply:
         request_id = os.urandom(12).hex()
         peer = parse_ip(request.remote or "")
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
@@ -167,7 +167,7 @@ class Gateway:
         ex.peer_trusted = peer is not None and peer in snapshot.trusted
         return await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
 
-    async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> web.StreamResponse:
+    async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> Reply:
         request, route, decision, log, started = ex.request, ex.route, ex.decision, ex.log, ex.started
         client, query, request_id = ex.client, ex.query, ex.request_id
         proto = _forwarded_proto(request, ex.client is not None and ex.peer_trusted)
@@ -190,15 +190,11 @@ class Gateway:
         route.metrics.upstream.observe(time.perf_counter() - up_started)
         outcome = decision.outcome
         route.metrics.requests[outcome].inc()
-        resp = web.Response(
-            status=answer.status, reason=answer.reason, body=answer.body, headers=answer.headers
-        )
+        resp = Reply(answer.status, answer.body, answer.headers, answer.reason)
         self._annotate(log, decision)
         return self._done(resp, route, outcome, log, started)
 
-    def _reject(
-        self, route: Route, decision: Decision, log: dict[str, object], started: float
-    ) -> web.Response:
+    def _reject(self, route: Route, decision: Decision, log: dict[str, object], started: float) -> Reply:
         failure = decision.reject
         assert failure is not None
         self._count_failures(route, decision, skip_body=True)
@@ -226,12 +222,12 @@ class Gateway:
 
     def _done(
         self,
-        resp: web.Response,
+        resp: Reply,
         route: Route | None,
         outcome: str,
         log: dict[str, object],
         started: float,
-    ) -> web.Response:
+    ) -> Reply:
         elapsed = time.perf_counter() - started
         if route is not None:
             route.metrics.duration.observe(elapsed)
@@ -245,7 +241,7 @@ class Gateway:
         return resp
 
 
-def _forwarded_proto(request: web.BaseRequest, peer_trusted: bool) -> str:
+def _forwarded_proto(request: Request, peer_trusted: bool) -> str:
     """This listener's scheme, or what a trusted proxy in front says the client used."""
     if peer_trusted:
         claimed = request.headers.get("X-Forwarded-Proto", "").strip().lower()
@@ -254,16 +250,8 @@ def _forwarded_proto(request: web.BaseRequest, peer_trusted: bool) -> str:
     return "https" if request.secure else "http"
 
 
-_BAD_VERSION = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 24\r\n"
-    b'Connection: close\r\n\r\n{"error": "bad_request"}'
-)
-
-
-def _refuse_version(request: web.BaseRequest) -> web.StreamResponse:
-    """Answer with raw HTTP/1.1 bytes (aiohttp would echo the client's version) and close."""
-    transport = request.transport
-    if transport is not None and not transport.is_closing():
-        transport.write(_BAD_VERSION)
-    request.protocol.force_close()
-    return web.Response(status=400)
+def _refuse_version(request: Request) -> Reply:
+    """The server answers in HTTP/1.1 whatever the client claimed; the connection then closes."""
+    resp = json_error(400, "bad_request")
+    resp.force_close()
+    return resp
