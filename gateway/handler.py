@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import os
 import time
@@ -65,6 +66,11 @@ class Gateway:
         self.log = log
         self.clock = clock
         self.inflight = 0
+        # Request ids: a random prefix per process and a counter, unique without a getrandom
+        # system call per request.
+        prefix = os.urandom(8).hex()
+        counter = itertools.count()
+        self._request_id = lambda: f"{prefix}{next(counter):08x}"
 
     async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
@@ -86,7 +92,7 @@ class Gateway:
             self.metrics.inflight.dec()
 
     async def _handle(self, request: Request, snapshot: Snapshot, started: float) -> Reply:
-        request_id = os.urandom(12).hex()
+        request_id = self._request_id()
         peer = parse_ip(request.remote or "")
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
@@ -129,8 +135,13 @@ class Gateway:
 
         limits = snapshot.config.limits
         try:
-            async with asyncio.timeout(limits.body_timeout):
+            if getattr(request.content, "done", False):
+                # Already all in memory (the usual webhook, in the same packets as its head):
+                # no deadline to arm.
                 body = await read_body(request, limits.max_body_bytes)
+            else:
+                async with asyncio.timeout(limits.body_timeout):
+                    body = await read_body(request, limits.max_body_bytes)
         except BodyTooLarge:
             # Body limits hold in both modes: the gateway never buffers an unbounded body.
             route.metrics.failure("body", "too_large", "enforce")

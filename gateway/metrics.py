@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -121,9 +121,21 @@ class RouteMetrics:
     duration: Histogram
     upstream: Histogram
     metrics: Metrics
+    # Children bound on first use: `labels()` hashes and locks on every call, and a flood of
+    # forged requests calls this for each one.
+    _failures: dict[tuple[str, str, str], Counter] = field(default_factory=dict)
+    _secrets: dict[int, Counter] = field(default_factory=dict)
 
     def failure(self, check: str, reason: str, mode: str) -> None:
-        self.metrics.check_failures.labels(self.name, check, reason, mode).inc()
+        child = self._failures.get((check, reason, mode))
+        if child is None:
+            child = self._failures[(check, reason, mode)] = self.metrics.check_failures.labels(
+                self.name, check, reason, mode
+            )
+        child.inc()
 
     def secret_matched(self, index: int) -> None:
-        self.metrics.secret_matches.labels(self.name, str(index)).inc()
+        child = self._secrets.get(index)
+        if child is None:
+            child = self._secrets[index] = self.metrics.secret_matches.labels(self.name, str(index))
+        child.inc()
