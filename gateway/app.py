@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import IO
 
@@ -31,8 +32,15 @@ class Service:
     """One running gateway. `start()` binds, `stop()` drains and closes."""
 
     def __init__(
-        self, config: Config, metrics: Metrics | None = None, log_stream: IO[str] | None = None
+        self,
+        config: Config,
+        metrics: Metrics | None = None,
+        log_stream: IO[str] | None = None,
+        worker: bool = False,
     ) -> None:
+        # A worker (one of `workers: N`) shares the public port and leaves the admin listener
+        # to the supervising parent, which sums every worker's metrics.
+        self.worker = worker
         self.metrics = metrics or Metrics()
         self.holder = SnapshotHolder(compile_snapshot(config, self.metrics))
         publish_route_gauges(None, self.holder.current, self.metrics)
@@ -66,8 +74,13 @@ class Service:
             on_malformed=getattr(self.gateway, "malformed", None),
         )
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(self._http, cfg.listen.host, cfg.listen.port, backlog=1024)
+        self._listener = await loop.create_server(
+            self._http, cfg.listen.host, cfg.listen.port, backlog=1024, reuse_port=self.worker or None
+        )
         self.public_port = int(self._listener.sockets[0].getsockname()[1])
+        if self.worker:
+            self.ready = True
+            return
         self._admin_runner = web.AppRunner(self._admin_app(), access_log=None)
         await self._admin_runner.setup()
         admin = web.TCPSite(self._admin_runner, cfg.admin_listen.host, cfg.admin_listen.port)
@@ -129,13 +142,17 @@ def _show(listen: Listen, port: int) -> str:
     return str(Listen(listen.host, port))
 
 
-async def run(config: Config, path: str | None = None) -> int:
+async def run(config: Config, path: str | None = None, ready_fd: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code.
 
-    With `path`, the file is watched and SIGHUP reloads it.
+    With `path`, the file is watched and SIGHUP reloads it. With `ready_fd` this process is one
+    worker of several: it shares the port, and writes to that pipe once it is listening.
     """
-    service = Service(config)
+    service = Service(config, worker=ready_fd is not None)
     await service.start()
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.begin_stop)

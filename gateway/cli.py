@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from gateway import config as cfg
 from gateway import logs
@@ -25,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
     sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    worker = sub.add_parser("worker", help="internal: one of the processes `run` starts when workers > 1")
+    worker.add_argument("--config", help=help_config)
+    worker.add_argument("--ready-fd", type=int, required=True, help="pipe to write `ready` to")
     return p
 
 
@@ -47,7 +51,7 @@ def cmd_check(path: str) -> int:
     return 0
 
 
-def cmd_run(path: str) -> int:
+def cmd_run(path: str, ready_fd: int | None = None) -> int:
     from gateway.app import pure_python_parser, run
 
     logs.setup()
@@ -60,12 +64,19 @@ def cmd_run(path: str) -> int:
             "or no C extension); set allow_pure_python_parser: true to accept it"
         )
         return 1
+    if config.workers > 1 and ready_fd is None:
+        from gateway.workers import supervise
+
+        return _loop_run(supervise(config, path))
+    return _loop_run(run(config, path, ready_fd))
+
+
+def _loop_run(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
-
-        return uvloop.run(run(config, path))
     except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
-        return asyncio.run(run(config, path))
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(cfg.default_path(args.config))
     if args.command == "run":
         return cmd_run(cfg.default_path(args.config))
+    if args.command == "worker":
+        return cmd_run(cfg.default_path(args.config), ready_fd=args.ready_fd)
     if args.command == "demo":
         from gateway.demo import run_demo
 

@@ -126,6 +126,7 @@ class Config:
     shutdown_timeout: float = 20.0
     max_concurrency: int = 1024
     allow_pure_python_parser: bool = False
+    workers: int = 1  # processes sharing the public port (SO_REUSEPORT)
     source_path: str | None = field(default=None, compare=False)
 
 
@@ -443,6 +444,7 @@ TOP_KEYS = {
     "shutdown_timeout",
     "max_concurrency",
     "allow_pure_python_parser",
+    "workers",
 }
 
 
@@ -467,6 +469,9 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
     shutdown = r.get("shutdown_timeout", parse_duration, 20.0)
     max_conc = r.get("max_concurrency", int_range(1, 1_000_000), 1024)
     pure = r.get("allow_pure_python_parser", boolean, False)
+    workers = r.get("workers", int_range(1, 64), 1)
+    if workers > 1 and listen.port == 0:
+        problems.add("workers", "several workers share one fixed port: `listen` cannot use port 0")
     routes: list[RouteConfig] = []
     raw_routes = r.list("routes")
     if not raw_routes:
@@ -497,6 +502,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         shutdown_timeout=shutdown,
         max_concurrency=max_conc,
         allow_pure_python_parser=pure,
+        workers=workers,
         source_path=source_path,
     )
 

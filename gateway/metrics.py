@@ -76,6 +76,7 @@ class Metrics:
             "1 when the route enforces, 0 in report-only, the fraction under a canary.",
             ["route"],
             registry=r,
+            multiprocess_mode="mostrecent",  # with workers: every worker sets the same value
         )
         self.secret_matches = Counter(
             "webhook_gateway_secret_matches",
@@ -90,8 +91,14 @@ class Metrics:
             "webhook_gateway_config_last_reload_success_timestamp_seconds",
             "Unix time of the last config load that succeeded.",
             registry=r,
+            multiprocess_mode="max",
         )
-        self.inflight = Gauge("webhook_gateway_inflight_requests", "Requests being handled now.", registry=r)
+        self.inflight = Gauge(
+            "webhook_gateway_inflight_requests",
+            "Requests being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",  # with workers: the sum over the live ones
+        )
         for result in ("success", "error"):
             self.config_reloads.labels(result)
 
