@@ -493,6 +493,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 r.measure(f"haproxy/{name}", ha_port, all_loads[name], body_file)
             s.stop(ha)
 
+        if "floor" in args.only:
+            fl_port = free_port()
+            fl = s.start("floor", [sys.executable, str(BENCH / "floor.py"), str(fl_port)], PROXY_CPU)
+            wait_ready(fl_port, "/")
+            print("python floor: uvloop + httptools answering a constant 401, no checks", flush=True)
+            r.measure("floor/constant_401", fl_port, Load(TG_PATH, {}, 401), body_file)
+            s.stop(fl)
+
         for workers in r.workers:
             gw_port, admin = free_port(), free_port()
             conf = s.tmp / f"gateway-{workers}.yaml"
@@ -627,6 +635,13 @@ def table(report: dict) -> str:
     for w in (2, 3, 4):
         row(f"telegram accepted {w}w", "gateway-1w/tg_accepted", f"gateway-{w}w/tg_accepted", None)
         row(f"forged token {w}w", "gateway-1w/tg_forged_token", f"gateway-{w}w/tg_forged_token", None)
+    if "floor/constant_401" in res:
+        f, n = res["floor/constant_401"], res.get("nginx/tg_forged_token")
+        ratio = f" {f['rps'] / n['rps']:>6.2f} of nginx forged" if n else ""
+        lines.append(
+            f"{'python floor (no work)':<22} {'uvloop+httptools 401':<22} {f['rps']:>10.0f}"
+            f" {f['p50_ms']:>6.2f}/{f['p99_ms']:<6.2f}{ratio}"
+        )
     if "upstream" in res:
         u = res["upstream"]
         lines.append(f"{'upstream alone':<22} {'nginx return 200':<22} {u['rps']:>10.0f}")
@@ -678,8 +693,8 @@ def main() -> int:
     p.add_argument(
         "--only",
         type=lambda v: set(v.split(",")),
-        default={"peers", "paced"},
-        help="parts besides the gateway: peers,paced (default both); 'none' for the gateway alone",
+        default={"peers", "paced", "floor"},
+        help="parts besides the gateway: peers,paced,floor (default all); 'none' for the gateway alone",
     )
     p.add_argument("--profile", action="store_true", help="py-spy the one-worker gateway into results/")
     missing = [t for t in ("wrk", "nginx", "haproxy") if not shutil.which(t)]
