@@ -19,6 +19,7 @@ from gateway.metrics import Metrics
 from gateway.reload import Reloader
 from gateway.server import HttpServer
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+from gateway.spool.service import Spool
 
 log = logging.getLogger("webhook_gateway")
 
@@ -48,7 +49,9 @@ class Service:
         self.metrics.last_reload_success.set_to_current_time()
         self.forwarder = Forwarder()
         self.access_log = AccessLog(log_stream)
-        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log)
+        # The spool outlives reloads: its workers read the current route at every attempt.
+        self.spool = Spool(self.holder, self.forwarder, self.metrics)
+        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log, spool=self.spool)
         self.ready = False
         self.stopping = asyncio.Event()
         self._http: HttpServer | None = None
@@ -57,8 +60,8 @@ class Service:
         self.public_port = 0
         self.admin_port = 0
 
-    def begin_stop(self) -> None:
-        """Signal handler: not ready from this instant (before any other request is answered)."""
+    def begin_shutdown(self) -> None:
+        """Signal handler: not ready from this instant, then the drain starts."""
         self.ready = False
         self.stopping.set()
 
@@ -68,6 +71,8 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
+        # Before the listener: pending rows resume, and the first request finds the spool open.
+        await self.spool.start()
         self._http = HttpServer(
             self.gateway,
             header_timeout=lambda: self.holder.current.config.limits.header_timeout,
@@ -106,6 +111,8 @@ class Service:
             await self._http.shutdown(self.config.shutdown_timeout)
         if self._listener is not None:
             await self._listener.wait_closed()
+        # No request can add a row now; attempts in flight get a short grace, then stay pending.
+        await self.spool.stop(grace=min(5.0, self.config.shutdown_timeout))
         await self.forwarder.close()
         self.access_log.flush()
         if self._admin_runner is not None:
@@ -155,7 +162,7 @@ async def run(config: Config, path: str | None = None, ready_fd: int | None = No
         os.close(ready_fd)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.begin_stop)
+        loop.add_signal_handler(sig, service.begin_shutdown)
     reloader = None
     if path is not None:
         reloader = Reloader(path, service.holder, service.metrics)

@@ -1,4 +1,4 @@
-"""Command line: `webhook-gateway run | check | demo`."""
+"""Command line: `webhook-gateway run | check | sign | demo | spool`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway import config as cfg
 from gateway import logs
+from gateway.spool import cli as spool_cli
 
 log = logging.getLogger("webhook_gateway")
 
@@ -26,6 +27,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
     sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    spool_cli.add_parser(sub, help_config)
+    sign = sub.add_parser(
+        "sign",
+        help="print the headers a sender would send for a body, one 'Name: value' per line",
+        description="Sign a body for one route with its first secret, as the sender would, and print "
+        "the headers (usable with curl -H @FILE). The route's path, with any query the scheme "
+        "signs, goes to stderr.",
+    )
+    sign.add_argument("--config", help=help_config)
+    sign.add_argument("--route", required=True, help="route name")
+    sign.add_argument("--body", required=True, help="file holding the exact body bytes ('-': stdin)")
+    sign.add_argument("--content-type", default="application/json", help="default: application/json")
+    sign.add_argument("--timestamp", type=int, help="unix time for timestamped schemes (default: now)")
+    sign.add_argument("--query", default="", help="query string the request will carry (twilio signs it)")
+    sign.add_argument("--id", default="", help="message id for standard-webhooks (default: random)")
     worker = sub.add_parser("worker", help="internal: one of the processes `run` starts when workers > 1")
     worker.add_argument("--config", help=help_config)
     worker.add_argument("--ready-fd", type=int, required=True, help="pipe to write `ready` to")
@@ -51,6 +67,28 @@ def cmd_check(path: str) -> int:
     return 0
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; -> the soft limit now in force.
+
+    Every idle client holds a descriptor: a default soft limit of 1024 would let a thousand
+    idle sockets starve valid traffic long before memory or the hard limit would.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit cannot be the soft one on Linux (fs.nr_open caps it).
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit", extra={"soft": soft, "error": str(exc)})
+    return soft
+
+
 def cmd_run(path: str, ready_fd: int | None = None) -> int:
     from gateway.app import pure_python_parser, run
 
@@ -58,12 +96,22 @@ def cmd_run(path: str, ready_fd: int | None = None) -> int:
     config = _load(path)
     if config is None:
         return 1
-    if pure_python_parser() and not config.allow_pure_python_parser:
+    pure = pure_python_parser()
+    if pure and not config.allow_pure_python_parser:
         log.error(
             "refusing to start: aiohttp is using its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS "
             "or no C extension); set allow_pure_python_parser: true to accept it"
         )
         return 1
+    # `http_parser` is aiohttp's (the admin listener); the public listener always runs llhttp.
+    log.info(
+        "starting",
+        extra={
+            "http_parser": "python" if pure else "c",
+            "public_parser": "llhttp",
+            "fd_limit": raise_fd_limit(),
+        },
+    )
     if config.workers > 1 and ready_fd is None:
         from gateway.workers import supervise
 
@@ -87,6 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(cfg.default_path(args.config))
     if args.command == "worker":
         return cmd_run(cfg.default_path(args.config), ready_fd=args.ready_fd)
+    if args.command == "spool":
+        return spool_cli.run(args)
+    if args.command == "sign":
+        from gateway.sign import cmd_sign
+
+        path = cfg.default_path(args.config)
+        config = _load(path)
+        if config is None:
+            return 1
+        return cmd_sign(config, args.route, args.body, args.content_type, args.timestamp, args.query, args.id)
     if args.command == "demo":
         from gateway.demo import run_demo
 

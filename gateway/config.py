@@ -21,6 +21,8 @@ from yarl import URL
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MODES = ("enforce", "report-only")
+DELIVERIES = ("passthrough", "spool")
+DEFAULT_SPOOL_PATH = "/var/lib/webhook-gateway/spool.db"
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 CONFIG_ENV = "WEBHOOK_GATEWAY_CONFIG"
 ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -104,6 +106,24 @@ class RouteConfig:
     verify: VerifyConfig | None
     allow_sources: tuple[Network, ...] | None  # None = any source
     enforce_percent: int = 100
+    delivery: str = "passthrough"  # passthrough | spool
+    spool_concurrency: int = 1  # deliveries in flight at once for this route (spool only)
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    """`spool:`: where and how spooled updates are kept (used by `delivery: spool` routes)."""
+
+    path: str = DEFAULT_SPOOL_PATH
+    max_bytes: int = 256 * 1024 * 1024  # pending + dead rows, bodies and headers
+    max_items: int = 100_000  # pending + dead rows
+    max_age: float = 7 * 86400.0  # a row older than this is dead-lettered after its next failure
+    max_attempts: int = 5  # answers 4xx (not 408/429) this many times: dead letter
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    lock_timeout: float = 2.0  # wait this long for the write lock (or a slow disk), then 503
+    dedup: bool = True  # a retry of a spooled update is answered 200 and not stored again
+    dedup_window: float = 86400.0  # how long a spooled update's mark is kept
 
 
 @dataclass(frozen=True)
@@ -127,7 +147,22 @@ class Config:
     max_concurrency: int = 1024
     allow_pure_python_parser: bool = False
     workers: int = 1  # processes sharing the public port (SO_REUSEPORT)
+    spool: SpoolConfig | None = None  # None: no `spool:` section (defaults apply if a route spools)
     source_path: str | None = field(default=None, compare=False)
+
+    @property
+    def spool_settings(self) -> SpoolConfig:
+        return self.spool if self.spool is not None else SpoolConfig()
+
+    @property
+    def spool_wanted(self) -> bool:
+        """Open the spool: it is configured, or a route delivers through it."""
+        return self.spool is not None or any(r.delivery == "spool" for r in self.routes)
+
+    @property
+    def spool_path(self) -> str:
+        """Bound at start: a reload that changes it is refused (see `reload.RESTART_ONLY`)."""
+        return self.spool_settings.path
 
 
 # ---------------------------------------------------------------- scalar parsers
@@ -247,9 +282,17 @@ def resolve_secret(ref: Any, at: str, problems: Problems, environ: Mapping[str, 
 class Reader:
     """Typed access to one mapping of the raw YAML, reporting with locations."""
 
-    def __init__(self, raw: Any, at: str, problems: Problems, keys: set[str]) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        at: str,
+        problems: Problems,
+        keys: set[str],
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.at = at
         self.problems = problems
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -279,6 +322,16 @@ class Reader:
         except (ValueError, TypeError) as exc:
             self.problems.add(self.loc(key), str(exc))
             return default
+
+    def secret(self, key: str, *, required: bool = False) -> bytes | None:
+        """An `env:` / `file:` reference under `key`, resolved (None when absent or broken)."""
+        if key not in self.raw:
+            if required:
+                self.problems.add(self.loc(key), "is required (env:NAME or file:PATH)")
+            return None
+        before = len(self.problems.items)
+        value = resolve_secret(self.raw[key], self.loc(key), self.problems, self.environ)
+        return value if len(self.problems.items) == before else None
 
     def list(self, key: str) -> list[Any] | None:
         if key not in self.raw or self.raw[key] is None:
@@ -375,7 +428,7 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
     if scheme is None:
         problems.add(f"{at}.scheme", f"{scheme_name!r} is not a scheme; known: {', '.join(sorted(SCHEMES))}")
         return None
-    r = Reader(raw, at, problems, common | set(scheme.option_keys))
+    r = Reader(raw, at, problems, common | set(scheme.option_keys), environ)
     on_missing = r.get("on_missing", choice("reject", "allow"), "reject")
     refs = r.list("secrets")
     if not refs:
@@ -395,7 +448,17 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
     return VerifyConfig(scheme=scheme_name, secrets=tuple(secrets), options=options, on_missing=on_missing)
 
 
-ROUTE_KEYS = {"name", "path", "upstream", "mode", "verify", "allow_sources", "enforce_percent"}
+ROUTE_KEYS = {
+    "name",
+    "path",
+    "upstream",
+    "mode",
+    "verify",
+    "allow_sources",
+    "enforce_percent",
+    "delivery",
+    "spool_concurrency",
+}
 
 
 def _route(
@@ -421,6 +484,10 @@ def _route(
             "an empty list would refuse everyone; omit the key to allow any source",
         )
     percent = r.get("enforce_percent", int_range(1, 100), 100)
+    delivery = r.get("delivery", choice(*DELIVERIES), "passthrough")
+    concurrency = r.get("spool_concurrency", int_range(1, 64), 1)
+    if r.has("spool_concurrency") and delivery != "spool":
+        problems.add(r.loc("spool_concurrency"), "applies only to a route with delivery: spool")
     if upstream is None:
         return None
     return RouteConfig(
@@ -431,6 +498,46 @@ def _route(
         verify=verify,
         allow_sources=allow,
         enforce_percent=percent,
+        delivery=delivery,
+        spool_concurrency=concurrency,
+    )
+
+
+SPOOL_KEYS = {
+    "path",
+    "max_bytes",
+    "max_items",
+    "max_age",
+    "max_attempts",
+    "backoff_initial",
+    "backoff_max",
+    "lock_timeout",
+    "dedup",
+    "dedup_window",
+}
+
+
+def _spool(raw: Any, problems: Problems) -> SpoolConfig:
+    r = Reader(raw, "spool", problems, SPOOL_KEYS)
+    d = SpoolConfig()
+    path = r.get("path", text, d.path)
+    if not path or path.endswith("/"):
+        problems.add(r.loc("path"), f"{path!r} must name a database file (e.g. {d.path})")
+    initial = r.get("backoff_initial", parse_duration, d.backoff_initial)
+    cap = r.get("backoff_max", parse_duration, d.backoff_max)
+    if cap < initial:
+        problems.add(r.loc("backoff_max"), "must not be smaller than backoff_initial")
+    return SpoolConfig(
+        path=path,
+        max_bytes=r.get("max_bytes", int_range(1024, 1 << 50), d.max_bytes),
+        max_items=r.get("max_items", int_range(1, 1 << 40), d.max_items),
+        max_age=r.get("max_age", parse_duration, d.max_age),
+        max_attempts=r.get("max_attempts", int_range(1, 1000), d.max_attempts),
+        backoff_initial=initial,
+        backoff_max=cap,
+        lock_timeout=r.get("lock_timeout", parse_duration, d.lock_timeout),
+        dedup=r.get("dedup", boolean, d.dedup),
+        dedup_window=r.get("dedup_window", parse_duration, d.dedup_window),
     )
 
 
@@ -445,6 +552,7 @@ TOP_KEYS = {
     "max_concurrency",
     "allow_pure_python_parser",
     "workers",
+    "spool",
 }
 
 
@@ -472,6 +580,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
     workers = r.get("workers", int_range(1, 64), 1)
     if workers > 1 and listen.port == 0:
         problems.add("workers", "several workers share one fixed port: `listen` cannot use port 0")
+    spool = _spool(r.raw["spool"], problems) if r.has("spool") else None
     routes: list[RouteConfig] = []
     raw_routes = r.list("routes")
     if not raw_routes:
@@ -490,6 +599,9 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         names.setdefault(route.name, i)
         paths.setdefault(route.path, i)
         routes.append(route)
+    if workers > 1 and (spool is not None or any(rt.delivery == "spool" for rt in routes)):
+        # Each worker would run its own delivery loop over the one database.
+        problems.add("workers", "the spool is owned by one process: use workers: 1 with a spool")
     if problems:
         raise ConfigError(problems.items)
     return Config(
@@ -503,6 +615,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         max_concurrency=max_conc,
         allow_pure_python_parser=pure,
         workers=workers,
+        spool=spool,
         source_path=source_path,
     )
 

@@ -10,19 +10,25 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aiohttp import HttpVersion10, HttpVersion11
+from multidict import CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
 from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
 from gateway.clientip import IPAddress, client_ip, parse_ip
 from gateway.forward import Forwarder, UpstreamError, request_headers
+from gateway.handshake import HandshakeAnswer
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, error_code, status_for
 from gateway.schemes.base import Signed
 from gateway.server import Reply, Request
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
+from gateway.spool.store import SpoolError
+
+if TYPE_CHECKING:
+    from gateway.spool.service import Spool
 
 _JSON = "application/json"
 
@@ -34,6 +40,19 @@ def json_error(status: int, code: str, headers: dict[str, str] | None = None) ->
 @functools.cache
 def _error_body(code: str) -> bytes:
     return json.dumps({"error": code}).encode()
+
+
+def framing_ok(headers: CIMultiDictProxy[str]) -> bool:
+    """One unambiguous body framing: at most one Content-Length, or `Transfer-Encoding: chunked`
+    alone (one line, one coding). Both parsers refuse most other framings; the pure-Python one
+    takes `chunked, chunked`, and the C one `gzip, chunked` (whose decoded body the upstream
+    would get with nothing saying it is compressed)."""
+    if "Transfer-Encoding" in headers:
+        codings = headers.getall("Transfer-Encoding")
+        if len(codings) != 1 or "Content-Length" in headers:
+            return False
+        return codings[0].strip().lower() == "chunked"
+    return len(headers.getall("Content-Length", ())) <= 1
 
 
 @dataclass(slots=True)
@@ -59,8 +78,10 @@ class Gateway:
         metrics: Metrics,
         log: AccessLog,
         clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
     ) -> None:
         self.holder = holder
+        self.spool = spool
         self.forwarder = forwarder
         self.metrics = metrics
         self.log = log
@@ -71,6 +92,18 @@ class Gateway:
         prefix = os.urandom(8).hex()
         counter = itertools.count()
         self._request_id = lambda: f"{prefix}{next(counter):08x}"
+
+    def malformed(self, remote: str | None, status: int) -> None:
+        """A request the server could not parse (and answered itself): count and log it."""
+        self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
+        client = parse_ip(remote or "")
+        self.log.request(
+            route=None,
+            outcome="bad_request",
+            status=status,
+            reason="malformed_http",
+            client_ip=str(client) if client else None,
+        )
 
     async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
@@ -97,12 +130,13 @@ class Gateway:
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
 
-        if request.version != HttpVersion11 and request.version != HttpVersion10:
-            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line, and would answer in
-            # kind: refuse it, in HTTP/1.1, and close.
+        if not framing_ok(request.headers):
+            # The server already refuses versions other than 1.0/1.1 and ambiguous framings
+            # (answering in HTTP/1.1, never in kind); kept as a second line of defence.
             self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
-            self._done(json_error(400, "bad_request"), None, "bad_request", log, started)
-            return _refuse_version(request)
+            resp = json_error(400, "bad_request")
+            resp.force_close()
+            return self._done(resp, None, "bad_request", log, started)
 
         path, _, query = request.raw_path.partition("?")
         route = snapshot.routes.get(path)
@@ -132,6 +166,13 @@ class Gateway:
             decision.enforce = route.enforce
             if decision.reject is not None:
                 return self._reject(route, decision, log, started)
+
+        if request.method == "GET":
+            # Only a route with a handshake gets here; a GET has no body to pick a canary bucket.
+            decision.enforce = route.enforces(b"")
+            if decision.reject is not None:
+                return self._reject(route, decision, log, started)
+            return self._handshake(route, query, decision, log, started)
 
         limits = snapshot.config.limits
         try:
@@ -189,6 +230,8 @@ class Gateway:
             ("X-Webhook-Verdict", decision.verdict()),
         ]
         headers = request_headers(request.headers, extra)
+        if route.config.delivery == "spool":
+            return await self._spool(ex, list(headers.items()), body)
         up_started = time.perf_counter()
         try:
             answer = await self.forwarder.send(route.config.upstream, query, headers, body, timeout)
@@ -204,6 +247,64 @@ class Gateway:
         resp = Reply(answer.status, answer.body, answer.headers, answer.reason)
         self._annotate(log, decision)
         return self._done(resp, route, outcome, log, started)
+
+    async def _spool(self, ex: Exchange, headers: list[tuple[str, str]], body: bytes) -> Reply:
+        """`delivery: spool`: 200 only once the update is committed to disk; otherwise 503."""
+        route, log, started = ex.route, ex.log, ex.started
+        self._annotate(log, ex.decision)
+        try:
+            if self.spool is None:
+                raise SpoolError("unavailable", "no spool in this gateway")
+            stored = await self.spool.accept(route, ex.query, headers, body)
+        except SpoolError as exc:
+            # Fail closed: the sender retries a 503, and nothing it was told is stored is lost.
+            self.metrics.spool.write_failures.labels(route.name, exc.reason).inc()
+            route.metrics.requests["spool_error"].inc()
+            log["spool_error"] = exc.reason
+            resp = json_error(503, "spool_unavailable", {"Retry-After": "5"})
+            return self._done(resp, route, "spool_error", log, started)
+        except Exception:  # anything unexpected is a failed write too: never a 200
+            self.metrics.spool.write_failures.labels(route.name, "error").inc()
+            route.metrics.requests["spool_error"].inc()
+            log["spool_error"] = "error"
+            resp = json_error(503, "spool_unavailable", {"Retry-After": "5"})
+            return self._done(resp, route, "spool_error", log, started)
+        outcome = "spooled" if stored else "duplicate"
+        route.metrics.requests[outcome].inc()
+        resp = Reply(200, json.dumps({"status": outcome}).encode(), content_type=_JSON)
+        return self._done(resp, route, outcome, log, started)
+
+    def _handshake(
+        self,
+        route: Route,
+        raw_query: str,
+        decision: Decision,
+        log: dict[str, object],
+        started: float,
+    ) -> Reply:
+        """Answer a sender's GET verification handshake here; nothing is forwarded."""
+        assert route.handshake is not None
+        try:
+            answer = route.handshake.answer(raw_query)
+        except Exception:
+            answer = HandshakeAnswer(400, reason="error")  # fail closed
+        if answer.reason is not None:
+            # The token is the only check a GET has: refused in every mode (there is nothing to
+            # forward and nobody else to answer it), so it counts as enforced.
+            route.metrics.failure("signature", answer.reason, "enforce")
+            route.metrics.requests["rejected"].inc()
+            log["check"], log["reason"] = "signature", answer.reason  # as the metric counts it
+            code = "handshake_malformed" if answer.status == 400 else f"verify_token_{answer.reason}"
+            return self._done(json_error(answer.status, code), route, "rejected", log, started)
+        self._count_failures(route, decision)
+        route.metrics.requests["handshake"].inc()
+        resp = Reply(
+            200,
+            answer.body,
+            {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+            content_type="text/plain; charset=utf-8",
+        )
+        return self._done(resp, route, "handshake", log, started)
 
     def _reject(self, route: Route, decision: Decision, log: dict[str, object], started: float) -> Reply:
         failure = decision.reject
@@ -259,10 +360,3 @@ def _forwarded_proto(request: Request, peer_trusted: bool) -> str:
         if claimed in ("http", "https"):
             return claimed
     return "https" if request.secure else "http"
-
-
-def _refuse_version(request: Request) -> Reply:
-    """The server answers in HTTP/1.1 whatever the client claimed; the connection then closes."""
-    resp = json_error(400, "bad_request")
-    resp.force_close()
-    return resp

@@ -18,6 +18,8 @@ OUTCOMES = (
     "filtered",
     "bad_request",
     "overloaded",
+    "spool_error",
+    "handshake",  # a GET verification handshake answered by the gateway (Meta)
 )
 CHECKS = ("source", "signature", "replay", "rate_limit", "body")
 REASONS = ("missing", "mismatch", "malformed", "stale", "not_allowed", "too_large", "error")
@@ -101,6 +103,7 @@ class Metrics:
         )
         for result in ("success", "error"):
             self.config_reloads.labels(result)
+        self.spool = SpoolMetrics(r)
 
     def route(self, name: str, mode: str) -> RouteMetrics:
         """Pre-bound children for one route, so the hot path does no label lookups."""
@@ -146,3 +149,69 @@ class RouteMetrics:
         if child is None:
             child = self._secrets[index] = self.metrics.secret_matches.labels(self.name, str(index))
         child.inc()
+
+
+# With `workers: N`, spool gauges are read from the one shared database by every worker: the
+# latest reading stands for all (summing them would count each row N times).
+_FROM_DB = "livemostrecent"
+
+# Results of one spooled delivery attempt.
+SPOOL_RESULTS = ("delivered", "retry", "dead_letter", "error")
+
+
+class SpoolMetrics:
+    """Store-and-forward (`delivery: spool`). Gauges are refreshed from the database."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.depth = Gauge(
+            "webhook_gateway_spool_depth",
+            "Updates spooled and not yet delivered.",
+            ["route"],
+            registry=r,
+            multiprocess_mode=_FROM_DB,
+        )
+        self.oldest_age = Gauge(
+            "webhook_gateway_spool_oldest_age_seconds",
+            "Age of the oldest pending update (0 when none is pending).",
+            ["route"],
+            registry=r,
+            multiprocess_mode=_FROM_DB,
+        )
+        self.dead = Gauge(
+            "webhook_gateway_spool_dead_rows",
+            "Dead-letter rows kept in the spool.",
+            ["route"],
+            registry=r,
+            multiprocess_mode=_FROM_DB,
+        )
+        self.deliveries = Counter(
+            "webhook_gateway_spool_deliveries",
+            "Delivery attempts of spooled updates by result: delivered, retry, dead_letter, error.",
+            ["route", "result"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "webhook_gateway_dead_letters", "Updates moved to the dead-letter table.", ["route"], registry=r
+        )
+        self.write_failures = Counter(
+            "webhook_gateway_spool_write_failures",
+            "Updates the spool could not store (the sender got 503), by reason: full, disk_full,"
+            " locked, timeout, unavailable, error.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.available = Gauge(
+            "webhook_gateway_spool_available",
+            "1 when the spool database is open and writable.",
+            registry=r,
+            multiprocess_mode="livemin",  # with workers: 0 if any live worker cannot write
+        )
+        self.bytes = Gauge(
+            "webhook_gateway_spool_bytes",
+            "Bytes held by pending and dead rows.",
+            registry=r,
+            multiprocess_mode=_FROM_DB,
+        )
+        self.items = Gauge(
+            "webhook_gateway_spool_items", "Pending and dead rows.", registry=r, multiprocess_mode=_FROM_DB
+        )

@@ -9,6 +9,7 @@ from gateway.checks.signature import SignatureCheck
 from gateway.checks.source import SourceCheck
 from gateway.clientip import NetSet
 from gateway.config import Config, RouteConfig
+from gateway.handshake import Handshake
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.schemes import SCHEMES
 
@@ -22,7 +23,12 @@ class Route:
     source: SourceCheck | None
     signature: SignatureCheck | None
     metrics: RouteMetrics
-    allow_get: bool  # only schemes with a GET handshake (Meta) answer GET
+    handshake: Handshake | None = None  # a GET verification handshake (Meta's), answered here
+
+    @property
+    def allow_get(self) -> bool:
+        """Only a route whose scheme has a GET handshake (Meta with a verify_token) answers GET."""
+        return self.handshake is not None
 
     def enforces(self, key: bytes) -> bool:
         """Enforce or not for one request. Under a canary the choice hangs on a stable key
@@ -49,9 +55,14 @@ class Snapshot:
 def compile_route(rc: RouteConfig, metrics: Metrics) -> Route:
     source = SourceCheck(NetSet(rc.allow_sources)) if rc.allow_sources is not None else None
     signature = None
+    handshake = None
     if rc.verify is not None:
-        verifier = SCHEMES[rc.verify.scheme].build(rc.verify)
+        scheme = SCHEMES[rc.verify.scheme]
+        verifier = scheme.build(rc.verify)
         signature = SignatureCheck(verifier, allow_missing=rc.verify.on_missing == "allow")
+        build_handshake = getattr(scheme, "build_handshake", None)
+        if build_handshake is not None:
+            handshake = build_handshake(rc.verify)
     enforce = rc.mode == "enforce"
     return Route(
         config=rc,
@@ -61,7 +72,7 @@ def compile_route(rc: RouteConfig, metrics: Metrics) -> Route:
         source=source,
         signature=signature,
         metrics=metrics.route(rc.name, rc.mode),
-        allow_get=False,
+        handshake=handshake,
     )
 
 

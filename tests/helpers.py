@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import hmac
 import io
+import json
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +28,66 @@ TG_SECRET_2 = "second-secret-token_abcdef"
 HMAC_SECRET = "hmac secret: bytes and spaces!"
 ENV = {"TG_SECRET": TG_SECRET, "TG_SECRET_2": TG_SECRET_2, "HMAC_SECRET": HMAC_SECRET}
 TELEGRAM_IP = "149.154.167.220"
+
+
+# ---------------------------------------------------------------- what came out of gateways
+# Every log stream, error body, raw response and /metrics text the suite sees a gateway produce
+# is kept here; tests/adversarial/test_zz_secret_leaks.py scans all of it at the end of the
+# session for every secret in ENV and every signature noted below. Helpers that talk to a
+# gateway record on their own; a test reading gateway output some other way calls
+# `record_output` itself.
+OUTPUTS: list[tuple[str, str]] = []
+SIGNATURES: set[str] = set()
+
+
+def record_output(kind: str, data: str | bytes) -> None:
+    text = data.decode("latin-1") if isinstance(data, bytes) else data
+    if text:
+        OUTPUTS.append((kind, text))
+
+
+def note_signature(value: str) -> str:
+    """Remember a signature a test computed (it must never come back out); returns it."""
+    if value:
+        SIGNATURES.add(value)
+    return value
+
+
+def hmac_signature(
+    secret: str | bytes,
+    body: bytes,
+    *,
+    algorithm: str = "sha256",
+    encoding: str = "hex",
+    prefix: str = "",
+) -> str:
+    """A header value for the `hmac` scheme, noted for the leak scan."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    digest = hmac.new(key, body, algorithm).digest()
+    encoded = digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+    note_signature(encoded)
+    return prefix + encoded
+
+
+def secret_leaks(outputs: list[tuple[str, str]] | None = None) -> list[str]:
+    """Where a configured secret or a noted signature shows up, described without the value."""
+    needles: dict[str, str] = {}
+    for name, value in ENV.items():
+        raw = value.encode()
+        needles[f"secret {name}"] = value
+        needles[f"secret {name} (JSON-escaped)"] = json.dumps(value)[1:-1]
+        needles[f"secret {name} (URL-encoded)"] = urllib.parse.quote(value, safe="")
+        needles[f"secret {name} (hex)"] = raw.hex()
+        needles[f"secret {name} (base64)"] = base64.b64encode(raw).decode().rstrip("=")
+        needles[f"secret {name} (bytes repr)"] = repr(raw)[2:-1]
+    for i, sig in enumerate(sorted(SIGNATURES)):
+        needles[f"signature #{i} ({len(sig)} chars)"] = sig
+    found = []
+    for index, (kind, text) in enumerate(OUTPUTS if outputs is None else outputs):
+        for label, needle in needles.items():
+            if needle and needle in text:
+                found.append(f"{label} in output #{index} ({kind})")
+    return found
 
 
 @dataclass
@@ -128,7 +192,9 @@ class RunningGateway:
     async def metrics_text(self) -> str:
         async with aiohttp.ClientSession() as s, s.get(self.admin + "/metrics") as r:
             assert r.status == 200
-            return await r.text()
+            text = await r.text()
+        record_output("metrics", text)
+        return text
 
     async def metric(self, name: str, **labels: str) -> float:
         return metric_value(await self.metrics_text(), name, labels)
@@ -163,6 +229,7 @@ async def running_gateway(
         yield RunningGateway(service, log)
     finally:
         await service.stop()
+        record_output("access log", log.getvalue())
 
 
 async def post(
@@ -172,7 +239,11 @@ async def post(
         aiohttp.ClientSession(auto_decompress=False) as s,
         s.post(url, data=body, headers=headers or {}) as r,
     ):
-        return r.status, await r.read(), r.headers
+        answer = await r.read()
+    record_output("response headers", "\n".join(f"{k}: {v}" for k, v in r.headers.items()))
+    if r.status >= 400:
+        record_output("error body", answer)
+    return r.status, answer, r.headers
 
 
 async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> bytes:
@@ -189,6 +260,7 @@ async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> byt
                     if not chunk:
                         break
                     chunks.append(chunk)
+        record_output("raw response", b"".join(chunks))
         return b"".join(chunks)
     finally:
         writer.close()

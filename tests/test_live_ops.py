@@ -295,15 +295,17 @@ async def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path)
                 await asyncio.sleep(0.01)
             assert gw.proc is not None
             gw.proc.send_signal(signal.SIGTERM)
-            # /readyz fails at once while the in-flight requests drain.
-            ready_status = 0
-            for _ in range(50):
+            # /readyz fails while the in-flight requests (held 0.5 s upstream) still drain.
+            ready_status = 200
+            deadline = time.monotonic() + 5
+            while ready_status == 200 and time.monotonic() < deadline:
                 try:
                     async with s.get(gw.admin + "/readyz") as r:
                         ready_status = r.status
-                        break
                 except aiohttp.ClientError:
-                    await asyncio.sleep(0.01)
+                    ready_status = 0
+                await asyncio.sleep(0.005)
+            drained_before_not_ready = all(t.done() for t in inflight)
             statuses = await asyncio.gather(*inflight)
             # New connections are refused once the listener is closed.
             with pytest.raises(aiohttp.ClientConnectionError):
@@ -315,6 +317,7 @@ async def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path)
         code = await gw.stop(sig=None)
         assert statuses == [200] * 20
         assert ready_status == 503
+        assert not drained_before_not_ready
         assert code == 0
         assert sorted(json.loads(r.body)["update_id"] for r in up.received) == list(range(20))
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,15 +36,39 @@ class Signed:
     headers: CIMultiDictProxy[str]
     body: bytes
     now: float  # injected clock, seconds since the epoch
-    query: str = ""  # raw query string, for schemes that sign the URL
+    query: str = ""  # raw query string as it came on the wire (not decoded), for schemes that sign the URL
 
 
 class Verifier(Protocol):
     def verify(self, req: Signed) -> SigResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ToSign:
+    """What `webhook-gateway sign` signs, as the sender would."""
+
+    body: bytes
+    now: int  # the timestamp a timestamped scheme puts in its headers
+    content_type: str = "application/json"
+    query: str = ""  # the raw query string the request will carry
+    message_id: str = ""  # the delivery id, for schemes that sign one (standard-webhooks)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """Headers a sender would send; `query` is the query string to send them with (Twilio signs it)."""
+
+    headers: tuple[tuple[str, str], ...]
+    query: str = ""
+
+
 class Scheme(Protocol):
-    """A scheme is parsed from config (pure) and then built into a `Verifier`."""
+    """A scheme is parsed from config (pure) and then built into a `Verifier`.
+
+    A scheme with a GET verification handshake (Meta) also has
+    `build_handshake(verify) -> Handshake | None`; the snapshot looks it up with getattr, so
+    the schemes without one need no stub.
+    """
 
     name: str
     option_keys: frozenset[str]
@@ -52,6 +80,10 @@ class Scheme(Protocol):
     def parse_options(self, r: Reader, problems: Problems) -> Any: ...
 
     def build(self, verify: VerifyConfig) -> Verifier: ...
+
+    def sign(self, verify: VerifyConfig, req: ToSign) -> Signature:
+        """The headers the sender would send for `req`, signed with the first configured secret."""
+        ...
 
 
 OK_NO_INDEX = SigResult(True)
@@ -99,3 +131,111 @@ def match_any(
 
 def indexed(verify: VerifyConfig) -> tuple[tuple[int, bytes], ...]:
     return tuple((s.index, s.value) for s in verify.secrets)
+
+
+def secret_for_signing(verify: VerifyConfig) -> bytes:
+    """The secret a sender signs with: the first one listed (the rest are rotation leftovers)."""
+    return verify.secrets[0].value
+
+
+_LOWER_HEX = re.compile(rb"[0-9a-f]+")
+_TIMESTAMP = re.compile(rb"0|[1-9][0-9]{0,14}")
+
+
+def lower_hex_digest(raw: bytes, size: int) -> bytes | None:
+    """Exactly `2*size` lowercase hex digits -> digest; anything else -> None.
+
+    The senders that use hex (GitHub, Meta, Slack, Stripe) document lowercase and their own
+    SDKs compare strings, so an uppercase digest never verifies there either.
+    """
+    if len(raw) != size * 2 or not _LOWER_HEX.fullmatch(raw):
+        return None
+    return bytes.fromhex(raw.decode("ascii"))
+
+
+def base64_digest(raw: bytes, size: int) -> bytes | None:
+    """Standard padded base64 of exactly `size` bytes -> digest; anything else -> None."""
+    try:
+        digest = base64.b64decode(raw, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return digest if len(digest) == size else None
+
+
+def parse_timestamp(raw: bytes) -> int | None:
+    """Whole seconds since the epoch, digits only (no sign, space, fraction or leading zero)."""
+    if not _TIMESTAMP.fullmatch(raw):
+        return None
+    return int(raw)
+
+
+DEFAULT_TOLERANCE = 300.0
+
+
+@dataclass(frozen=True)
+class TimestampOptions:
+    """Options of the timestamped schemes (slack, stripe, standard-webhooks)."""
+
+    tolerance: float = DEFAULT_TOLERANCE  # seconds, either side of the gateway's clock
+
+
+def parse_tolerance(r: Reader) -> TimestampOptions:
+    from gateway.config import parse_duration
+
+    return TimestampOptions(r.get("tolerance", parse_duration, DEFAULT_TOLERANCE))
+
+
+def is_stale(timestamp: int, now: float, tolerance: float) -> bool:
+    """Outside the tolerance in either direction: too old is a replay, too new a forged clock."""
+    return abs(now - timestamp) > tolerance
+
+
+def match_any_of(
+    secrets: tuple[tuple[int, bytes], ...],
+    given: tuple[bytes, ...],
+    expected_for: Callable[[bytes], bytes],
+) -> SigResult:
+    """`match_any` for headers that carry several signatures (Stripe, Standard Webhooks).
+
+    Every secret is compared with every signature given, with no early exit.
+    """
+    matched: int | None = None
+    for index, secret in secrets:
+        expected = expected_for(secret)
+        for candidate in given:
+            if hmac.compare_digest(expected, candidate) and matched is None:
+                matched = index
+    if matched is None:
+        return FAIL_MISMATCH
+    return SigResult(True, None, matched)
+
+
+def hmac_sha256(key: bytes, *parts: bytes) -> bytes:
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
+
+
+@dataclass(frozen=True)
+class HubSignatureVerifier:
+    """`X-Hub-Signature-256: sha256=<lowercase hex HMAC-SHA256 of the raw body>` (GitHub, Meta)."""
+
+    secrets: tuple[tuple[int, bytes], ...]
+    header: str = "X-Hub-Signature-256"
+
+    def verify(self, req: Signed) -> SigResult:
+        given = one_header(req.headers, self.header)
+        if isinstance(given, SigResult):
+            return given
+        if not given.startswith(b"sha256="):
+            return FAIL_MALFORMED
+        digest = lower_hex_digest(given[len(b"sha256=") :], hashlib.sha256().digest_size)
+        if digest is None:
+            return FAIL_MALFORMED
+        body = req.body
+        return match_any(self.secrets, digest, lambda key: hmac_sha256(key, body))
+
+
+def hub_signature(key: bytes, body: bytes) -> str:
+    return "sha256=" + hmac_sha256(key, body).hex()

@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Problems, Reader, VerifyConfig, choice, text
-from gateway.schemes.base import FAIL_MALFORMED, Signed, SigResult, indexed, match_any, one_header
+from gateway.schemes.base import (
+    FAIL_MALFORMED,
+    Signature,
+    Signed,
+    SigResult,
+    ToSign,
+    indexed,
+    match_any,
+    one_header,
+    secret_for_signing,
+)
 
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
@@ -97,3 +107,9 @@ class HmacScheme:
 
     def build(self, verify: VerifyConfig) -> HmacVerifier:
         return HmacVerifier(verify.options, indexed(verify))
+
+    def sign(self, verify: VerifyConfig, req: ToSign) -> Signature:
+        o: HmacOptions = verify.options
+        digest = hmac.new(secret_for_signing(verify), req.body, ALGORITHMS[o.algorithm]).digest()
+        encoded = digest.hex() if o.encoding == "hex" else base64.b64encode(digest).decode()
+        return Signature(((o.header, o.prefix + encoded),), req.query)

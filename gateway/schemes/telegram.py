@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Problems, Reader, VerifyConfig
-from gateway.schemes.base import Signed, SigResult, indexed, match_any, one_header
+from gateway.schemes.base import (
+    Signature,
+    Signed,
+    SigResult,
+    ToSign,
+    indexed,
+    match_any,
+    one_header,
+    secret_for_signing,
+)
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _TOKEN_RE = re.compile(rb"^[A-Za-z0-9_-]{1,256}$")
@@ -46,3 +55,6 @@ class TelegramScheme:
 
     def build(self, verify: VerifyConfig) -> TelegramVerifier:
         return TelegramVerifier(indexed(verify))
+
+    def sign(self, verify: VerifyConfig, req: ToSign) -> Signature:
+        return Signature(((HEADER, secret_for_signing(verify).decode("ascii")),), req.query)
