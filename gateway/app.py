@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from typing import IO
 
 from aiohttp import http_parser, web
@@ -20,6 +22,9 @@ from gateway.reload import Reloader
 from gateway.server import HttpServer
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 from gateway.spool.service import Spool
+from gateway.store import build_store
+from gateway.telegram.watch import TelegramWatcher
+from gateway.tls.store import CertStore
 
 log = logging.getLogger("webhook_gateway")
 
@@ -37,6 +42,7 @@ class Service:
         config: Config,
         metrics: Metrics | None = None,
         log_stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.time,
         worker: bool = False,
     ) -> None:
         # A worker (one of `workers: N`) shares the public port and leaves the admin listener
@@ -51,7 +57,22 @@ class Service:
         self.access_log = AccessLog(log_stream)
         # The spool outlives reloads: its workers read the current route at every attempt.
         self.spool = Spool(self.holder, self.forwarder, self.metrics)
-        self.gateway = Gateway(self.holder, self.forwarder, self.metrics, self.access_log, spool=self.spool)
+        # Replay marks and rate windows outlive reloads: the store belongs to the Service,
+        # and a reload that changes `store:` (other than on_store_error) needs a restart.
+        self.store = build_store(config.store, self.metrics, clock)
+        self.gateway = Gateway(
+            self.holder,
+            self.forwarder,
+            self.metrics,
+            self.access_log,
+            clock=clock,
+            store=self.store,
+            spool=self.spool,
+        )
+        # TLS is bound to the listener: a reload may not add, drop or move it (reload.py refuses
+        # such a change), but the certificate files themselves are re-read when they change.
+        self.certs = CertStore(config.tls, self.metrics) if config.tls is not None else None
+        self.telegram = TelegramWatcher(self.holder, self.metrics)
         self.ready = False
         self.stopping = asyncio.Event()
         self._http: HttpServer | None = None
@@ -71,6 +92,7 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
+        await self.store.start()
         # Before the listener: pending rows resume, and the first request finds the spool open.
         await self.spool.start()
         self._http = HttpServer(
@@ -79,10 +101,19 @@ class Service:
             on_malformed=getattr(self.gateway, "malformed", None),
         )
         loop = asyncio.get_running_loop()
+        tls = self.certs.context if self.certs is not None else None
         self._listener = await loop.create_server(
-            self._http, cfg.listen.host, cfg.listen.port, backlog=1024, reuse_port=self.worker or None
+            self._http,
+            cfg.listen.host,
+            cfg.listen.port,
+            backlog=1024,
+            ssl=tls,
+            reuse_port=self.worker or None,
         )
         self.public_port = int(self._listener.sockets[0].getsockname()[1])
+        if self.certs is not None:
+            self.certs.start()
+        self.telegram.start()
         if self.worker:
             self.ready = True
             return
@@ -96,6 +127,7 @@ class Service:
             "listening",
             extra={
                 "public": _show(cfg.listen, self.public_port),
+                "tls": self.certs is not None,
                 "admin": _show(cfg.admin_listen, self.admin_port),
             },
         )
@@ -103,6 +135,9 @@ class Service:
     async def stop(self) -> None:
         """Graceful: not ready at once, stop accepting, let in-flight requests finish."""
         self.ready = False
+        await self.telegram.stop()
+        if self.certs is not None:
+            await self.certs.stop()
         if self._listener is not None:
             self._listener.close()  # stop accepting at once
         if self._http is not None:
@@ -114,6 +149,7 @@ class Service:
         # No request can add a row now; attempts in flight get a short grace, then stay pending.
         await self.spool.stop(grace=min(5.0, self.config.shutdown_timeout))
         await self.forwarder.close()
+        await self.store.close()
         self.access_log.flush()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()

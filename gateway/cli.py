@@ -1,4 +1,4 @@
-"""Command line: `webhook-gateway run | check | sign | demo | spool`."""
+"""Command line: `webhook-gateway run | check | sign | demo | spool | doctor | telegram`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--timestamp", type=int, help="unix time for timestamped schemes (default: now)")
     sign.add_argument("--query", default="", help="query string the request will carry (twilio signs it)")
     sign.add_argument("--id", default="", help="message id for standard-webhooks (default: random)")
+    doctor = sub.add_parser("doctor", help="check a public webhook URL the way Telegram will use it")
+    doctor.add_argument("url", help="the webhook URL, e.g. https://bot.example.com/tg/my-bot/SEGMENT")
+    doctor.add_argument("--ca", help="PEM file of trusted CAs to verify with (default: system store)")
+    doctor.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="HOST:IP",
+        help="use IP for HOST instead of DNS, as curl --resolve (HOST:PORT:IP also accepted)",
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable results")
+    doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per network step")
+    from gateway.telegram.commands import add_parser as add_telegram
+
+    add_telegram(sub, help_config)
     worker = sub.add_parser("worker", help="internal: one of the processes `run` starts when workers > 1")
     worker.add_argument("--config", help=help_config)
     worker.add_argument("--ready-fd", type=int, required=True, help="pipe to write `ready` to")
@@ -121,10 +136,15 @@ def cmd_run(path: str, ready_fd: int | None = None) -> int:
 
 def _loop_run(main: Coroutine[Any, Any, int]) -> int:
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
-        return asyncio.run(main)
-    return uvloop.run(main)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
+            return asyncio.run(main)
+        return uvloop.run(main)
+    except cfg.ConfigError as exc:  # e.g. certificate files that broke between check and start
+        for problem in exc.problems:
+            log.error("refusing to start", extra={"problem": problem})
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.demo import run_demo
 
         return asyncio.run(run_demo())
+    if args.command == "doctor":
+        from gateway.doctor import main as doctor
+
+        return doctor(args.url, args.ca, args.resolve, args.json, args.timeout, sys.stdout)
+    if args.command == "telegram":
+        from gateway.telegram.commands import run as telegram
+
+        config = _load(cfg.default_path(args.config))
+        return 1 if config is None else telegram(args, config)
     return 2
 
 

@@ -13,10 +13,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yarl import URL
+
+if TYPE_CHECKING:
+    from gateway.telegram.config import TelegramConfig
+    from gateway.tls.config import TlsConfig
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -98,6 +102,43 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class Rate:
+    count: int
+    window: float  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.window:g}s"
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """`rate_limit:` per route, per client IP (an IPv6 client by its /64)."""
+
+    requests: Rate | None = None  # every request
+    failures: Rate | None = None  # failed verifications; over it, the IP is refused before verifying
+
+
+REPLAY_KEYS = ("update_id", "body-sha256", "header:NAME")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """`replay:` per route. `key` is update_id, body-sha256 or header (then `header` names it)."""
+
+    key: str
+    header: str | None = None
+    ttl: float = 86400.0  # Telegram retries an update for up to a day
+
+
+@dataclass(frozen=True)
+class AcceptConfig:
+    """`accept:` per route: which verified Telegram updates reach the bot (None = any)."""
+
+    updates: frozenset[str] | None = None
+    chat_types: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     name: str
     path: str
@@ -108,6 +149,10 @@ class RouteConfig:
     enforce_percent: int = 100
     delivery: str = "passthrough"  # passthrough | spool
     spool_concurrency: int = 1  # deliveries in flight at once for this route (spool only)
+    rate_limit: RateLimitConfig | None = None
+    replay: ReplayConfig | None = None
+    accept: AcceptConfig | None = None
+    telegram: TelegramConfig | None = None  # setWebhook / getWebhookInfo / watcher settings
 
 
 @dataclass(frozen=True)
@@ -124,6 +169,30 @@ class SpoolConfig:
     lock_timeout: float = 2.0  # wait this long for the write lock (or a slow disk), then 503
     dedup: bool = True  # a retry of a spooled update is answered 200 and not stored again
     dedup_window: float = 86400.0  # how long a spooled update's mark is kept
+
+
+STORE_ERROR_POLICIES = ("fail-closed", "fail-open")
+
+
+@dataclass(frozen=True, repr=False)
+class StoreConfig:
+    """`store:` where replay marks and rate windows live. Bound at start (a reload that
+    changes it is refused), except `on_store_error`, which a reload may flip: it is left out of
+    equality for that reason."""
+
+    backend: str = "memory"  # memory | redis
+    redis_url: Secret | None = None  # from env:/file: only: it may hold a password
+    max_entries: int = 100_000  # memory: per table (replay marks, rate windows)
+    key_prefix: str = "webhook-gateway:"  # redis: shared by every replica of one deployment
+    timeout: float = 0.5  # redis: connect and per-command deadline
+    on_store_error: str = field(default="fail-closed", compare=False)
+
+    def __repr__(self) -> str:
+        # Never the URL itself: it may carry a password.
+        where = f", redis_url={self.redis_url.source}" if self.redis_url is not None else ""
+        return f"StoreConfig(backend={self.backend}{where})"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -148,6 +217,8 @@ class Config:
     allow_pure_python_parser: bool = False
     workers: int = 1  # processes sharing the public port (SO_REUSEPORT)
     spool: SpoolConfig | None = None  # None: no `spool:` section (defaults apply if a route spools)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    tls: TlsConfig | None = None  # None: plain HTTP on `listen`
     source_path: str | None = field(default=None, compare=False)
 
     @property
@@ -448,6 +519,85 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
     return VerifyConfig(scheme=scheme_name, secrets=tuple(secrets), options=options, on_missing=on_missing)
 
 
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+
+
+def _rate(value: Any) -> Rate:
+    count, window = parse_rate(value)
+    return Rate(count, window)
+
+
+def _rate_limit(raw: Any, at: str, problems: Problems) -> RateLimitConfig:
+    r = Reader(raw, at, problems, {"requests", "failures"})
+    requests = r.get("requests", _rate)
+    failures = r.get("failures", _rate)
+    if not r.has("requests") and not r.has("failures"):
+        problems.add(at, "give `requests` and/or `failures` (e.g. {requests: 100/s, failures: 5/m})")
+    return RateLimitConfig(requests=requests, failures=failures)
+
+
+def _replay(raw: Any, at: str, problems: Problems, verify: VerifyConfig | None) -> ReplayConfig:
+    from gateway.schemes import SCHEMES
+
+    r = Reader(raw, at, problems, {"key", "ttl"})
+    if verify is None:
+        # An unverified request must never touch the store: anyone could mark an id as seen
+        # ahead of the sender and make the gateway drop the genuine update.
+        problems.add(at, "needs `verify:` on the route: replay marks are written only for verified requests")
+    default = "body-sha256"
+    scheme = SCHEMES.get(verify.scheme) if verify is not None else None
+    if scheme is not None and scheme.name == "telegram":
+        default = "update_id"
+    elif scheme is not None and scheme.replay_header and getattr(scheme, "replay_header_signed", False):
+        # Only a header the signature covers: an unsigned one (X-GitHub-Delivery, ...) could be
+        # changed by whoever replays a captured request. The body hash catches those senders'
+        # retries just as well: they repeat the same bytes.
+        default = f"header:{scheme.replay_header}"
+    key = r.get("key", text, default)
+    header = None
+    if key.startswith("header:"):
+        header = key[len("header:") :].strip()
+        if not _HEADER_NAME_RE.match(header):
+            problems.add(r.loc("key"), f"{key!r}: header:NAME needs a valid header name")
+        key = "header"
+    elif key not in REPLAY_KEYS:
+        problems.add(r.loc("key"), f"{key!r} is not one of: {', '.join(REPLAY_KEYS)}")
+    ttl = r.get("ttl", parse_duration, 86400.0)
+    if ttl < 1:
+        problems.add(r.loc("ttl"), "must be at least 1s")
+    return ReplayConfig(key=key, header=header, ttl=ttl)
+
+
+def _names(r: Reader, key: str, known: frozenset[str]) -> frozenset[str] | None:
+    values = r.list(key)  # reports a value that is not a list
+    if values is None:
+        if r.has(key) and r.raw[key] is None:
+            r.problems.add(r.loc(key), "expected a list")
+        return None
+    if not values:
+        r.problems.add(r.loc(key), "an empty list would filter every update; omit the key to accept any")
+    out: set[str] = set()
+    for i, item in enumerate(values):
+        if not isinstance(item, str) or item not in known:
+            hint = _closest(str(item), set(known))
+            more = f" (did you mean {hint}?)" if hint else f"; known: {', '.join(sorted(known))}"
+            r.problems.add(f"{r.loc(key)}[{i}]", f"{item!r} is not a Telegram name{more}")
+            continue
+        out.add(item)
+    return frozenset(out)
+
+
+def _accept(raw: Any, at: str, problems: Problems) -> AcceptConfig:
+    from gateway.updates import CHAT_TYPES, UPDATE_TYPES
+
+    r = Reader(raw, at, problems, {"updates", "chat_types"})
+    if not r.has("updates") and not r.has("chat_types"):
+        problems.add(at, "give `updates` and/or `chat_types` (e.g. {updates: [message, callback_query]})")
+    return AcceptConfig(
+        updates=_names(r, "updates", UPDATE_TYPES), chat_types=_names(r, "chat_types", CHAT_TYPES)
+    )
+
+
 ROUTE_KEYS = {
     "name",
     "path",
@@ -458,6 +608,10 @@ ROUTE_KEYS = {
     "enforce_percent",
     "delivery",
     "spool_concurrency",
+    "rate_limit",
+    "replay",
+    "accept",
+    "telegram",
 }
 
 
@@ -488,6 +642,16 @@ def _route(
     concurrency = r.get("spool_concurrency", int_range(1, 64), 1)
     if r.has("spool_concurrency") and delivery != "spool":
         problems.add(r.loc("spool_concurrency"), "applies only to a route with delivery: spool")
+    rate_limit = (
+        _rate_limit(r.raw["rate_limit"], r.loc("rate_limit"), problems) if r.has("rate_limit") else None
+    )
+    replay = _replay(r.raw["replay"], r.loc("replay"), problems, verify) if r.has("replay") else None
+    accept = _accept(r.raw["accept"], r.loc("accept"), problems) if r.has("accept") else None
+    telegram = None
+    if r.has("telegram"):
+        from gateway.telegram.config import parse_telegram
+
+        telegram = parse_telegram(r.raw["telegram"], r.loc("telegram"), problems, environ)
     if upstream is None:
         return None
     return RouteConfig(
@@ -500,6 +664,10 @@ def _route(
         enforce_percent=percent,
         delivery=delivery,
         spool_concurrency=concurrency,
+        rate_limit=rate_limit,
+        replay=replay,
+        accept=accept,
+        telegram=telegram,
     )
 
 
@@ -541,6 +709,68 @@ def _spool(raw: Any, problems: Problems) -> SpoolConfig:
     )
 
 
+STORE_KEYS = {"backend", "redis_url", "on_store_error", "max_entries", "key_prefix", "timeout"}
+_REDIS_ONLY = ("redis_url", "key_prefix", "timeout")
+
+
+def _redis_url_problem(url: bytes) -> str | None:
+    """What is wrong with a Redis URL, said without repeating it (it may hold a password)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.decode("utf-8"))
+        _ = parts.port  # raises for a port that is not a number
+    except (UnicodeDecodeError, ValueError):
+        return "is not a valid URL"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "must be a redis://, rediss:// or unix:// URL"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "names no host"
+    if parts.scheme == "unix" and not parts.path:
+        return "names no socket path"
+    return None
+
+
+def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreConfig:
+    r = Reader(raw, "store", problems, STORE_KEYS)
+    d = StoreConfig()
+    backend = r.get("backend", choice("memory", "redis"), d.backend)
+    url: Secret | None = None
+    if backend == "redis":
+        if not r.has("redis_url"):
+            problems.add(r.loc("redis_url"), "is required with backend: redis (e.g. env:REDIS_URL)")
+        else:
+            ref = r.raw["redis_url"]
+            before = len(problems.items)
+            value = resolve_secret(ref, r.loc("redis_url"), problems, environ)
+            if len(problems.items) == before:
+                problem = _redis_url_problem(value)
+                if problem:
+                    problems.add(r.loc("redis_url"), f"the value of {ref} {problem}")
+            url = Secret(0, str(ref) if isinstance(ref, str) else "inline", value)
+        import importlib.util
+
+        if importlib.util.find_spec("redis") is None:
+            problems.add(
+                r.loc("backend"),
+                "redis needs the Python package redis: pip install 'webhook-gateway[redis]'",
+            )
+        if r.has("max_entries"):
+            problems.add(r.loc("max_entries"), "applies to backend: memory only")
+    else:
+        for key in _REDIS_ONLY:
+            if r.has(key):
+                problems.add(r.loc(key), "applies to backend: redis only")
+    return StoreConfig(
+        backend=backend,
+        redis_url=url,
+        max_entries=r.get("max_entries", int_range(1, 100_000_000), d.max_entries),
+        key_prefix=r.get("key_prefix", text, d.key_prefix),
+        timeout=r.get("timeout", parse_duration, d.timeout),
+        on_store_error=r.get("on_store_error", choice(*STORE_ERROR_POLICIES), d.on_store_error),
+    )
+
+
 TOP_KEYS = {
     "listen",
     "admin_listen",
@@ -553,6 +783,8 @@ TOP_KEYS = {
     "allow_pure_python_parser",
     "workers",
     "spool",
+    "store",
+    "tls",
 }
 
 
@@ -581,6 +813,12 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
     if workers > 1 and listen.port == 0:
         problems.add("workers", "several workers share one fixed port: `listen` cannot use port 0")
     spool = _spool(r.raw["spool"], problems) if r.has("spool") else None
+    store = _store(r.raw.get("store"), problems, env)
+    tls = None
+    if r.has("tls"):
+        from gateway.tls.config import parse_tls
+
+        tls = parse_tls(r.raw["tls"], problems)
     routes: list[RouteConfig] = []
     raw_routes = r.list("routes")
     if not raw_routes:
@@ -616,6 +854,8 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         allow_pure_python_parser=pure,
         workers=workers,
         spool=spool,
+        store=store,
+        tls=tls,
         source_path=source_path,
     )
 

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,20 +18,26 @@ from multidict import CIMultiDictProxy
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
 from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
+from gateway.checks.replay import Claim
 from gateway.clientip import IPAddress, client_ip, parse_ip
 from gateway.forward import Forwarder, UpstreamError, request_headers
 from gateway.handshake import HandshakeAnswer
 from gateway.metrics import NO_ROUTE, Metrics
-from gateway.pipeline import Decision, error_code, status_for
+from gateway.pipeline import Decision, rejection_for
 from gateway.schemes.base import Signed
 from gateway.server import Reply, Request
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
 from gateway.spool.store import SpoolError
+from gateway.store import Store, StoreError
+from gateway.updates import parse_update
 
 if TYPE_CHECKING:
     from gateway.spool.service import Spool
 
 _JSON = "application/json"
+# Answer to a duplicate or a filtered update: a 2xx (the sender stops retrying), no method call.
+_OK_BODY = b'{"ok":true}'
+log_ = logging.getLogger("webhook_gateway")
 
 
 def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> Reply:
@@ -78,10 +85,17 @@ class Gateway:
         metrics: Metrics,
         log: AccessLog,
         clock: Callable[[], float] = time.time,
+        store: Store | None = None,
         spool: Spool | None = None,
     ) -> None:
         self.holder = holder
         self.spool = spool
+        if store is None:
+            from gateway.store.memory import MemoryStore
+
+            store = MemoryStore(holder.current.config.store.max_entries, metrics, clock)
+        # Replay marks and rate windows: owned by the Service, kept across reloads.
+        self.store: Store = store
         self.forwarder = forwarder
         self.metrics = metrics
         self.log = log
@@ -166,6 +180,12 @@ class Gateway:
             decision.enforce = route.enforce
             if decision.reject is not None:
                 return self._reject(route, decision, log, started)
+        on_store_error = snapshot.config.store.on_store_error
+        if route.rate_limit is not None:
+            # On the client IP, before a byte of body is read or verified.
+            decision.add(await self._rate_admit(route, client, on_store_error))
+            if not route.canary and decision.reject is not None:
+                return self._reject(route, decision, log, started)
 
         if request.method == "GET":
             # Only a route with a handshake gets here; a GET has no body to pick a canary bucket.
@@ -211,13 +231,117 @@ class Gateway:
             if index is not None:
                 decision.secret_index = index
                 route.metrics.secret_matched(index)
+            if route.rate_limit is not None and failure is not None and failure.decisive:
+                await self._rate_failed(route, client)
 
         if decision.reject is not None:
             return self._reject(route, decision, log, started)
+        claim: Claim | None = None
+        if decision.verified and (route.accept is not None or route.replay is not None):
+            # Only now, verified, is the body parsed or the store touched: a forged or unsigned
+            # request can neither be filtered by content nor mark an update as seen.
+            update = parse_update(body) if route.needs_update else None
+            if route.accept is not None:
+                why = self._filter(route, update)
+                if why is not None:
+                    return self._filtered(route, decision, why, log, started)
+            if route.replay is not None:
+                claim = await self._reserve(route, request.headers, body, update, decision, on_store_error)
+                if decision.reject is not None:
+                    return self._reject(route, decision, log, started)
         self._count_failures(route, decision)
         ex = Exchange(request, route, query, client, decision, log, started, request_id)
         ex.peer_trusted = peer is not None and peer in snapshot.trusted
-        return await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
+        try:
+            resp = await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
+        except BaseException:
+            if claim is not None:
+                await self._settle(route, claim, delivered=False)
+            raise
+        if claim is not None:
+            # Delivered only on the upstream's 2xx; otherwise the sender's retry must get through.
+            await self._settle(route, claim, delivered=200 <= resp.status < 300)
+        return resp
+
+    # ------------------------------------------------------------ stateful checks
+
+    def _store_failed(self, route: Route, check: str, exc: StoreError, on_error: str) -> Failure:
+        """fail-closed: a decisive failure (503, the sender retries, nothing is lost);
+        fail-open: counted, and the request goes on as if the check had passed."""
+        self.metrics.store_errors.labels(route.name, exc.operation).inc()
+        return Failure(check, "unavailable", decisive=on_error == "fail-closed")
+
+    async def _rate_admit(self, route: Route, client: IPAddress | None, on_error: str) -> Failure | None:
+        assert route.rate_limit is not None
+        try:
+            return await route.rate_limit.admit(self.store, client, self.clock())
+        except StoreError as exc:
+            return self._store_failed(route, "rate_limit", exc, on_error)
+        except Exception:
+            log_.exception("rate limit check failed")
+            return Failure("rate_limit", "error")  # fail closed
+
+    async def _rate_failed(self, route: Route, client: IPAddress | None) -> None:
+        assert route.rate_limit is not None
+        try:
+            await route.rate_limit.failed(self.store, client, self.clock())
+        except StoreError as exc:
+            # The request fails verification anyway; only the count is lost.
+            self.metrics.store_errors.labels(route.name, exc.operation).inc()
+        except Exception:
+            log_.exception("rate limit count failed")
+
+    @staticmethod
+    def _filter(route: Route, update: dict[str, object] | None) -> str | None:
+        assert route.accept is not None
+        try:
+            return route.accept.filtered(update)
+        except Exception:
+            return "error"  # an update that cannot be shown to be accepted is not forwarded
+
+    def _filtered(
+        self, route: Route, decision: Decision, why: str, log: dict[str, object], started: float
+    ) -> Reply:
+        self._count_failures(route, decision)
+        route.metrics.requests["filtered"].inc()
+        log["filtered"] = why
+        self._annotate(log, decision)
+        resp = Reply(200, _OK_BODY, content_type=_JSON)
+        return self._done(resp, route, "filtered", log, started)
+
+    async def _reserve(
+        self,
+        route: Route,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        update: dict[str, object] | None,
+        decision: Decision,
+        on_error: str,
+    ) -> Claim | None:
+        replay = route.replay
+        assert replay is not None
+        try:
+            failure, claim = await replay.reserve(self.store, replay.key(headers, body, update))
+        except StoreError as exc:
+            decision.add(self._store_failed(route, "replay", exc, on_error))
+            return None
+        except Exception:
+            log_.exception("replay check failed")
+            decision.add(Failure("replay", "error"))
+            return None
+        decision.add(failure)
+        return claim
+
+    async def _settle(self, route: Route, claim: Claim, delivered: bool) -> None:
+        assert route.replay is not None
+        try:
+            await route.replay.settle(self.store, claim, delivered)
+        except StoreError as exc:
+            # Delivered but unmarked: a later retry is forwarded again (at least once, never
+            # lost). Unreleased: the lease runs out by itself.
+            self.metrics.store_errors.labels(route.name, exc.operation).inc()
+        except Exception:
+            log_.exception("replay settle failed")
 
     async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> Reply:
         request, route, decision, log, started = ex.request, ex.route, ex.decision, ex.log, ex.started
@@ -309,12 +433,16 @@ class Gateway:
     def _reject(self, route: Route, decision: Decision, log: dict[str, object], started: float) -> Reply:
         failure = decision.reject
         assert failure is not None
+        rejection = rejection_for(failure)
         self._count_failures(route, decision, skip_body=True)
-        route.metrics.requests["rejected"].inc()
+        route.metrics.requests[rejection.outcome].inc()
         self._annotate(log, decision)
-        return self._done(
-            json_error(status_for(failure), error_code(failure)), route, "rejected", log, started
-        )
+        if rejection.code is None:
+            resp = Reply(rejection.status, _OK_BODY, content_type=_JSON)
+        else:
+            headers = {"Retry-After": str(rejection.retry_after)} if rejection.retry_after else None
+            resp = json_error(rejection.status, rejection.code, headers)
+        return self._done(resp, route, rejection.outcome, log, started)
 
     def _count_failures(self, route: Route, decision: Decision, skip_body: bool = False) -> None:
         mode = "enforce" if decision.enforce else "report-only"

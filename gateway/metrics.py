@@ -20,9 +20,23 @@ OUTCOMES = (
     "overloaded",
     "spool_error",
     "handshake",  # a GET verification handshake answered by the gateway (Meta)
+    "store_unavailable",  # replay / rate-limit store unreachable under fail-closed (503)
 )
 CHECKS = ("source", "signature", "replay", "rate_limit", "body")
-REASONS = ("missing", "mismatch", "malformed", "stale", "not_allowed", "too_large", "error")
+REASONS = (
+    "missing",
+    "mismatch",
+    "malformed",
+    "stale",
+    "not_allowed",
+    "too_large",
+    "error",
+    "requests",  # rate_limit: the route's request rate for this client IP
+    "failures",  # rate_limit: the route's verification-failure rate for this client IP
+    "duplicate",  # replay: already delivered
+    "in_flight",  # replay: the same update is being delivered right now
+    "unavailable",  # replay, rate_limit: the store did not answer
+)
 _LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -101,8 +115,64 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",  # with workers: the sum over the live ones
         )
+        self.tls_certificate_expiry = Gauge(
+            "webhook_gateway_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate served for each server name (SAN), as unix time.",
+            ["server_name"],
+            registry=r,
+        )
+        self.tls_reloads = Counter(
+            "webhook_gateway_tls_certificate_reloads",
+            "Certificate files re-read after a change, by result (error: the old pair is kept).",
+            ["result"],
+            registry=r,
+        )
+        self.telegram_pending = Gauge(
+            "webhook_gateway_telegram_pending_updates",
+            "pending_update_count from getWebhookInfo: updates Telegram has not delivered yet.",
+            ["route"],
+            registry=r,
+        )
+        self.telegram_last_error = Gauge(
+            "webhook_gateway_telegram_last_error_timestamp_seconds",
+            "last_error_date from getWebhookInfo: Telegram's last failed delivery (0: none).",
+            ["route"],
+            registry=r,
+        )
+        self.telegram_url_matches = Gauge(
+            "webhook_gateway_telegram_webhook_url_matches",
+            "1 when the bot's webhook URL is the route's expected_url, 0 when it points elsewhere.",
+            ["route"],
+            registry=r,
+        )
+        self.telegram_watch_up = Gauge(
+            "webhook_gateway_telegram_watch_up",
+            "1 when the last getWebhookInfo call succeeded, 0 when it failed (token, network).",
+            ["route"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "webhook_gateway_store_errors",
+            "Store operations that failed (Redis unreachable or too slow), by route and operation:"
+            " rate, reserve, deliver, release.",
+            ["route", "operation"],
+            registry=r,
+        )
+        self.store_evictions = Counter(
+            "webhook_gateway_store_evictions",
+            "Memory store: live entries dropped because the table was full, by table.",
+            ["table"],
+            registry=r,
+        )
+        self.store_entries = Gauge(
+            "webhook_gateway_store_entries",
+            "Memory store: entries held, by table (replay, rate_limit).",
+            ["table"],
+            registry=r,
+        )
         for result in ("success", "error"):
             self.config_reloads.labels(result)
+            self.tls_reloads.labels(result)
         self.spool = SpoolMetrics(r)
 
     def route(self, name: str, mode: str) -> RouteMetrics:

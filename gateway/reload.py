@@ -24,7 +24,8 @@ from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gau
 log = logging.getLogger("webhook_gateway.reload")
 
 # Settings bound to sockets or processes at start; a reload that changes them is refused.
-RESTART_ONLY = ("listen", "admin_listen", "workers", "tls", "spool_path")
+# `store` compares without its on_store_error, which a reload may flip (see StoreConfig).
+RESTART_ONLY = ("listen", "admin_listen", "workers", "tls", "store", "spool_path")
 POLL_INTERVAL = 0.5
 SETTLE = 0.15
 

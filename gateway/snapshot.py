@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from gateway.checks.accept import AcceptCheck
+from gateway.checks.ratelimit import RateLimitCheck
+from gateway.checks.replay import ReplayCheck
 from gateway.checks.signature import SignatureCheck
 from gateway.checks.source import SourceCheck
 from gateway.clientip import NetSet
-from gateway.config import Config, RouteConfig
+from gateway.config import Config, Limits, RouteConfig
 from gateway.handshake import Handshake
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.schemes import SCHEMES
@@ -24,11 +27,20 @@ class Route:
     signature: SignatureCheck | None
     metrics: RouteMetrics
     handshake: Handshake | None = None  # a GET verification handshake (Meta's), answered here
+    # Stateful checks: configuration only; their state lives in the Service's store.
+    rate_limit: RateLimitCheck | None = None
+    replay: ReplayCheck | None = None
+    accept: AcceptCheck | None = None
 
     @property
     def allow_get(self) -> bool:
         """Only a route whose scheme has a GET handshake (Meta with a verify_token) answers GET."""
         return self.handshake is not None
+
+    @property
+    def needs_update(self) -> bool:
+        """The verified body is parsed as a Telegram update (for accept, or update_id keys)."""
+        return self.accept is not None or (self.replay is not None and self.replay.needs_update)
 
     def enforces(self, key: bytes) -> bool:
         """Enforce or not for one request. Under a canary the choice hangs on a stable key
@@ -52,7 +64,9 @@ class Snapshot:
     trusted: NetSet
 
 
-def compile_route(rc: RouteConfig, metrics: Metrics) -> Route:
+def compile_route(
+    rc: RouteConfig, metrics: Metrics, upstream_timeout: float = Limits.upstream_timeout
+) -> Route:
     source = SourceCheck(NetSet(rc.allow_sources)) if rc.allow_sources is not None else None
     signature = None
     handshake = None
@@ -73,11 +87,15 @@ def compile_route(rc: RouteConfig, metrics: Metrics) -> Route:
         signature=signature,
         metrics=metrics.route(rc.name, rc.mode),
         handshake=handshake,
+        rate_limit=RateLimitCheck(rc.name, rc.rate_limit) if rc.rate_limit is not None else None,
+        replay=ReplayCheck(rc.name, rc.replay, upstream_timeout) if rc.replay is not None else None,
+        accept=AcceptCheck(rc.accept) if rc.accept is not None else None,
     )
 
 
 def compile_snapshot(config: Config, metrics: Metrics) -> Snapshot:
-    routes = {rc.path: compile_route(rc, metrics) for rc in config.routes}
+    timeout = config.limits.upstream_timeout
+    routes = {rc.path: compile_route(rc, metrics, timeout) for rc in config.routes}
     return Snapshot(config=config, routes=routes, trusted=NetSet(config.trusted_proxies))
 
 

@@ -8,5 +8,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Failure:
     check: str  # source | signature | replay | rate_limit | body
-    reason: str  # missing | mismatch | malformed | stale | not_allowed | too_large | error
-    decisive: bool = True  # False: counted but allowed through (on_missing: allow)
+    reason: str  # see metrics.REASONS
+    decisive: bool = True  # False: counted but allowed through (on_missing: allow, fail-open)
+    retry_after: float = 0.0  # seconds a sender should wait (rate limit, replay in flight, store)

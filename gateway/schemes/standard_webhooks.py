@@ -102,6 +102,8 @@ class StandardWebhooksScheme:
     option_keys = frozenset({"tolerance"})
     # The spec's idempotency key: the same id on every retry of one message.
     replay_header = ID
+    # ... and it is part of what is signed, so the replay check may key on it by default.
+    replay_header_signed = True
 
     def check_secret(self, value: bytes) -> str | None:
         if decode_secret(value) is None:

@@ -1,0 +1,156 @@
+"""Redis store: state shared by every replica, each operation one atomic command or script.
+
+Reservations are `SET NX PX` (inside a script that also reports what holds the key), release
+is compare-and-delete, the sliding window is a Lua script: no read-then-write between
+replicas. The client reconnects by itself: a dead pooled connection is retried once on a
+fresh one, so a Redis restart costs no request more than the outage itself. Errors surface as
+`StoreError` carrying the exception's type only, never the URL (it may hold a password).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.store import DELIVERED, IN_FLIGHT, NEW, Reservation, StoreError
+
+log = logging.getLogger("webhook_gateway.store")
+T = TypeVar("T")
+
+_IN_FLIGHT = b"f:"
+_DELIVERED = b"d"
+
+# KEYS[1] mark; ARGV[1] reservation value, ARGV[2] lease ms -> {1} new, {2} delivered,
+# {3, ms left} in flight.
+_RESERVE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, 0} end
+local v = redis.call('GET', KEYS[1])
+if v == 'd' then return {2, 0} end
+return {3, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS[1] mark; ARGV[1] our reservation value: delete only while it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# gateway/store/window.py in Lua. KEYS[1] hash {i, c, p}; ARGV now_ms, window_ms, limit, add.
+_RATE = """
+local now = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local index = math.floor(now / w)
+local s = redis.call('HMGET', KEYS[1], 'i', 'c', 'p')
+local si = tonumber(s[1])
+local curr, prev = 0, 0
+if si == index then
+  curr = tonumber(s[2]) or 0
+  prev = tonumber(s[3]) or 0
+elseif si == index - 1 then
+  prev = tonumber(s[2]) or 0
+end
+local e = now - index * w
+if prev * (w - e) + (curr + 1) * w <= limit * w then
+  if ARGV[4] == '1' then
+    redis.call('HSET', KEYS[1], 'i', index, 'c', curr + 1, 'p', prev)
+    redis.call('PEXPIRE', KEYS[1], (index + 2) * w - now)
+  end
+  return 0
+end
+if curr + 1 <= limit then
+  return w - math.floor((limit - 1 - curr) * w / prev) - e
+end
+return (w - e) + w - math.floor((limit - 1) * w / curr)
+"""
+
+
+class RedisStore:
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str, timeout: float) -> None:
+        self.prefix = prefix
+        self.timeout = timeout
+        self.client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One immediate retry on a fresh connection: after a Redis restart every pooled
+            # connection is dead, and the retry is what reconnects.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._reserve = self.client.register_script(_RESERVE)
+        self._release = self.client.register_script(_RELEASE)
+        self._rate = self.client.register_script(_RATE)
+        self.available: bool | None = None  # last known state, for logging transitions only
+
+    async def start(self) -> None:
+        """Say at start whether Redis answers; serve either way (it reconnects by itself)."""
+        try:
+            await self._call("ping", self.client.ping)
+        except StoreError:
+            pass
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            # A hard deadline over the socket timeouts: connect + retry must not hold a request.
+            async with asyncio.timeout(self.timeout * 3):
+                result = await fn()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._seen(False, type(exc).__name__)
+            raise StoreError(operation, type(exc).__name__) from None
+        self._seen(True, "")
+        return result
+
+    def _seen(self, available: bool, cause: str) -> None:
+        if available == self.available:
+            return
+        self.available = available
+        if available:
+            log.info("store available", extra={"backend": "redis"})
+        else:
+            log.error("store unavailable", extra={"backend": "redis", "error": cause})
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    async def reserve(self, key: str, lease: float) -> Reservation:
+        token = os.urandom(8).hex()
+        lease_ms = max(1, math.ceil(lease * 1000))
+        value = _IN_FLIGHT + token.encode()
+        result: Any = await self._call(
+            "reserve", lambda: self._reserve(keys=[self._key(key)], args=[value, lease_ms])
+        )
+        state, left_ms = int(result[0]), int(result[1])
+        if state == 1:
+            return Reservation(NEW, token)
+        if state == 2:
+            return Reservation(DELIVERED)
+        return Reservation(IN_FLIGHT, retry_after=max(0, left_ms) / 1000)
+
+    async def deliver(self, key: str, ttl: float) -> None:
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        await self._call("deliver", lambda: self.client.set(self._key(key), _DELIVERED, px=ttl_ms))
+
+    async def release(self, key: str, token: str) -> None:
+        value = _IN_FLIGHT + token.encode()
+        await self._call("release", lambda: self._release(keys=[self._key(key)], args=[value]))
+
+    async def rate(self, key: str, limit: int, window: float, now: float, add: bool) -> float:
+        window_ms = max(1, round(window * 1000))
+        now_ms = math.floor(now * 1000)
+        args = [now_ms, window_ms, limit, 1 if add else 0]
+        wait_ms: Any = await self._call("rate", lambda: self._rate(keys=[self._key(key)], args=args))
+        return int(wait_ms) / 1000

@@ -1,0 +1,1 @@
+"""The Telegram companion: setWebhook / getWebhookInfo from the route's config, and a watcher."""
