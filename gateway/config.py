@@ -837,6 +837,14 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         names.setdefault(route.name, i)
         paths.setdefault(route.path, i)
         routes.append(route)
+    if (
+        workers > 1
+        and store.backend == "memory"
+        and any(rt.replay is not None or rt.rate_limit is not None for rt in routes)
+    ):
+        # In memory, each worker would keep its own replay marks and rate windows: a duplicate
+        # or a burst spread over the workers would get through.
+        problems.add("workers", "replay and rate limits across workers need `store: {backend: redis}`")
     if workers > 1 and (spool is not None or any(rt.delivery == "spool" for rt in routes)):
         # Each worker would run its own delivery loop over the one database.
         problems.add("workers", "the spool is owned by one process: use workers: 1 with a spool")

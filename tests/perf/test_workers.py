@@ -161,3 +161,22 @@ def test_workers_value_is_checked(value: object) -> None:
     with pytest.raises(cfg.ConfigError) as err:
         cfg.build(d, environ={})
     assert any(p.startswith("workers:") for p in err.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("extra", "route_extra", "says"),
+    [
+        ({}, {"replay": {"key": "update_id"}}, "need `store: {backend: redis}`"),
+        ({}, {"delivery": "spool"}, "the spool is owned by one process"),
+    ],
+)
+def test_workers_refuse_state_that_lives_in_one_process(
+    tmp_path: Path, extra: dict[str, Any], route_extra: dict[str, Any], says: str
+) -> None:
+    r = route(upstream="http://127.0.0.1:1/x", verify=tg_verify(), **route_extra)
+    d = base_config([r], listen="127.0.0.1:8080", workers=2, **extra)
+    if route_extra.get("delivery") == "spool":
+        d["spool"] = {"path": str(tmp_path / "spool.db")}
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.build(d, environ={"TG_SECRET": TG_SECRET})
+    assert any(p.startswith("workers:") and says in p for p in err.value.problems), err.value.problems
