@@ -53,6 +53,7 @@ class Service:
         publish_route_gauges(None, self.holder.current, self.metrics)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.last_reload_success.set_to_current_time()
+        self.metrics.last_reload_ok.set(1)
         self.forwarder = Forwarder()
         self.access_log = AccessLog(log_stream)
         # The spool outlives reloads: its workers read the current route at every attempt.

@@ -109,6 +109,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.last_reload_ok = Gauge(
+            "webhook_gateway_config_last_reload_successful",
+            "1 when the latest attempt to load the config file succeeded, 0 while a refused edit "
+            "is pending (the previous config keeps serving).",
+            registry=r,
+            multiprocess_mode="min",  # with workers: 0 if any worker refused the file
+        )
         self.inflight = Gauge(
             "webhook_gateway_inflight_requests",
             "Requests being handled now.",
