@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from gateway.forward import Forwarder
 from gateway.handler import Gateway
 from gateway.metrics import Metrics
 from gateway.reload import Reloader
-from gateway.server import make_server
+from gateway.server import HttpServer
 from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 from gateway.spool.service import Spool
 from gateway.store import build_store
@@ -42,12 +43,17 @@ class Service:
         metrics: Metrics | None = None,
         log_stream: IO[str] | None = None,
         clock: Callable[[], float] = time.time,
+        worker: bool = False,
     ) -> None:
+        # A worker (one of `workers: N`) shares the public port and leaves the admin listener
+        # to the supervising parent, which sums every worker's metrics.
+        self.worker = worker
         self.metrics = metrics or Metrics()
         self.holder = SnapshotHolder(compile_snapshot(config, self.metrics))
         publish_route_gauges(None, self.holder.current, self.metrics)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.last_reload_success.set_to_current_time()
+        self.metrics.last_reload_ok.set(1)
         self.forwarder = Forwarder()
         self.access_log = AccessLog(log_stream)
         # The spool outlives reloads: its workers read the current route at every attempt.
@@ -70,7 +76,8 @@ class Service:
         self.telegram = TelegramWatcher(self.holder, self.metrics)
         self.ready = False
         self.stopping = asyncio.Event()
-        self._runner: web.ServerRunner | None = None
+        self._http: HttpServer | None = None
+        self._listener: asyncio.Server | None = None
         self._admin_runner: web.AppRunner | None = None
         self.public_port = 0
         self.admin_port = 0
@@ -89,16 +96,28 @@ class Service:
         await self.store.start()
         # Before the listener: pending rows resume, and the first request finds the spool open.
         await self.spool.start()
-        server = make_server(self.gateway, lambda: self.holder.current.config.limits.header_timeout)
-        self._runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_timeout)
-        await self._runner.setup()
+        self._http = HttpServer(
+            self.gateway,
+            header_timeout=lambda: self.holder.current.config.limits.header_timeout,
+            on_malformed=getattr(self.gateway, "malformed", None),
+        )
+        loop = asyncio.get_running_loop()
         tls = self.certs.context if self.certs is not None else None
-        site = web.TCPSite(self._runner, cfg.listen.host, cfg.listen.port, backlog=1024, ssl_context=tls)
-        await site.start()
-        self.public_port = _bound_port(site)
+        self._listener = await loop.create_server(
+            self._http,
+            cfg.listen.host,
+            cfg.listen.port,
+            backlog=1024,
+            ssl=tls,
+            reuse_port=self.worker or None,
+        )
+        self.public_port = int(self._listener.sockets[0].getsockname()[1])
         if self.certs is not None:
             self.certs.start()
         self.telegram.start()
+        if self.worker:
+            self.ready = True
+            return
         self._admin_runner = web.AppRunner(self._admin_app(), access_log=None)
         await self._admin_runner.setup()
         admin = web.TCPSite(self._admin_runner, cfg.admin_listen.host, cfg.admin_listen.port)
@@ -120,10 +139,14 @@ class Service:
         await self.telegram.stop()
         if self.certs is not None:
             await self.certs.stop()
-        if self._runner is not None:
-            # shutdown_timeout may have changed through a reload since the runner was made.
-            self._runner._shutdown_timeout = self.config.shutdown_timeout
-            await self._runner.cleanup()  # closes the listener, drains within shutdown_timeout
+        if self._listener is not None:
+            self._listener.close()  # stop accepting at once
+        if self._http is not None:
+            # Answer what is in flight within shutdown_timeout (read now: a reload may have
+            # changed it), then close every connection.
+            await self._http.shutdown(self.config.shutdown_timeout)
+        if self._listener is not None:
+            await self._listener.wait_closed()
         # No request can add a row now; attempts in flight get a short grace, then stay pending.
         await self.spool.stop(grace=min(5.0, self.config.shutdown_timeout))
         await self.forwarder.close()
@@ -163,13 +186,17 @@ def _show(listen: Listen, port: int) -> str:
     return str(Listen(listen.host, port))
 
 
-async def run(config: Config, path: str | None = None) -> int:
+async def run(config: Config, path: str | None = None, ready_fd: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code.
 
-    With `path`, the file is watched and SIGHUP reloads it.
+    With `path`, the file is watched and SIGHUP reloads it. With `ready_fd` this process is one
+    worker of several: it shares the port, and writes to that pipe once it is listening.
     """
-    service = Service(config)
+    service = Service(config, worker=ready_fd is not None)
     await service.start()
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.begin_shutdown)

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from gateway import config as cfg
 from gateway import logs
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     from gateway.telegram.commands import add_parser as add_telegram
 
     add_telegram(sub, help_config)
+    worker = sub.add_parser("worker", help="internal: one of the processes `run` starts when workers > 1")
+    worker.add_argument("--config", help=help_config)
+    worker.add_argument("--ready-fd", type=int, required=True, help="pipe to write `ready` to")
     return p
 
 
@@ -100,7 +104,7 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def cmd_run(path: str) -> int:
+def cmd_run(path: str, ready_fd: int | None = None) -> int:
     from gateway.app import pure_python_parser, run
 
     logs.setup()
@@ -114,14 +118,29 @@ def cmd_run(path: str) -> int:
             "or no C extension); set allow_pure_python_parser: true to accept it"
         )
         return 1
-    log.info("starting", extra={"http_parser": "python" if pure else "c", "fd_limit": raise_fd_limit()})
+    # `http_parser` is aiohttp's (the admin listener); the public listener always runs llhttp.
+    log.info(
+        "starting",
+        extra={
+            "http_parser": "python" if pure else "c",
+            "public_parser": "llhttp",
+            "fd_limit": raise_fd_limit(),
+        },
+    )
+    if config.workers > 1 and ready_fd is None:
+        from gateway.workers import supervise
+
+        return _loop_run(supervise(config, path))
+    return _loop_run(run(config, path, ready_fd))
+
+
+def _loop_run(main: Coroutine[Any, Any, int]) -> int:
     try:
         try:
             import uvloop
-
-            return uvloop.run(run(config, path))
         except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
-            return asyncio.run(run(config, path))
+            return asyncio.run(main)
+        return uvloop.run(main)
     except cfg.ConfigError as exc:  # e.g. certificate files that broke between check and start
         for problem in exc.problems:
             log.error("refusing to start", extra={"problem": problem})
@@ -134,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(cfg.default_path(args.config))
     if args.command == "run":
         return cmd_run(cfg.default_path(args.config))
+    if args.command == "worker":
+        return cmd_run(cfg.default_path(args.config), ready_fd=args.ready_fd)
     if args.command == "spool":
         return spool_cli.run(args)
     if args.command == "sign":

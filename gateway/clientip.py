@@ -7,6 +7,7 @@ the client and can say anything). IPv4-mapped IPv6 addresses are normalised to I
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -14,10 +15,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str) -> IPAddress | None:
     """One address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `[::1]:80`, `::1`.
 
     Returns None for anything else (junk, `unknown`, obfuscated identifiers). Never raises.
+    Cached: the same few peers and forwarded addresses recur on every request, and
+    `ipaddress` parsing was a tenth of the cost of rejecting one (the cache is bounded, so a
+    flood from random addresses only evicts).
     """
     t = text.strip()
     if not t or len(t) > 64:

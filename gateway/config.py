@@ -215,6 +215,7 @@ class Config:
     shutdown_timeout: float = 20.0
     max_concurrency: int = 1024
     allow_pure_python_parser: bool = False
+    workers: int = 1  # processes sharing the public port (SO_REUSEPORT)
     spool: SpoolConfig | None = None  # None: no `spool:` section (defaults apply if a route spools)
     store: StoreConfig = field(default_factory=StoreConfig)
     tls: TlsConfig | None = None  # None: plain HTTP on `listen`
@@ -780,6 +781,7 @@ TOP_KEYS = {
     "shutdown_timeout",
     "max_concurrency",
     "allow_pure_python_parser",
+    "workers",
     "spool",
     "store",
     "tls",
@@ -807,6 +809,9 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
     shutdown = r.get("shutdown_timeout", parse_duration, 20.0)
     max_conc = r.get("max_concurrency", int_range(1, 1_000_000), 1024)
     pure = r.get("allow_pure_python_parser", boolean, False)
+    workers = r.get("workers", int_range(1, 64), 1)
+    if workers > 1 and listen.port == 0:
+        problems.add("workers", "several workers share one fixed port: `listen` cannot use port 0")
     spool = _spool(r.raw["spool"], problems) if r.has("spool") else None
     store = _store(r.raw.get("store"), problems, env)
     tls = None
@@ -832,6 +837,17 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         names.setdefault(route.name, i)
         paths.setdefault(route.path, i)
         routes.append(route)
+    if (
+        workers > 1
+        and store.backend == "memory"
+        and any(rt.replay is not None or rt.rate_limit is not None for rt in routes)
+    ):
+        # In memory, each worker would keep its own replay marks and rate windows: a duplicate
+        # or a burst spread over the workers would get through.
+        problems.add("workers", "replay and rate limits across workers need `store: {backend: redis}`")
+    if workers > 1 and (spool is not None or any(rt.delivery == "spool" for rt in routes)):
+        # Each worker would run its own delivery loop over the one database.
+        problems.add("workers", "the spool is owned by one process: use workers: 1 with a spool")
     if problems:
         raise ConfigError(problems.items)
     return Config(
@@ -844,6 +860,7 @@ def build(raw: Any, environ: Mapping[str, str] | None = None, source_path: str |
         shutdown_timeout=shutdown,
         max_concurrency=max_conc,
         allow_pure_python_parser=pure,
+        workers=workers,
         spool=spool,
         store=store,
         tls=tls,

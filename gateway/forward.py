@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from gateway.config import Upstream
+from gateway.upstream_client import Pool, Target, UpstreamFailure, UpstreamTimeout
 
 # RFC 9110 section 7.6.1 plus the old ones proxies still see.
 HOP_BY_HOP = frozenset(
@@ -97,28 +97,23 @@ class UpstreamError(Exception):
 
 
 class Forwarder:
-    """Owns the upstream connection pools; outlives config reloads."""
+    """Owns the upstream connection pools (one per upstream address); outlives config reloads."""
 
     def __init__(self) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[tuple[str, bool, str], Pool] = {}  # by address: (host or socket, tls, port)
+        self._routes: dict[Upstream, tuple[Pool, bytes]] = {}  # each upstream URL parsed once
 
-    def _session(self, upstream: Upstream) -> aiohttp.ClientSession:
-        key = upstream.pool_key
-        session = self._sessions.get(key)
-        if session is None:
-            connector: aiohttp.BaseConnector
-            if upstream.unix_socket:
-                connector = aiohttp.UnixConnector(path=upstream.unix_socket, limit=0)
-            else:
-                connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
-            session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # what was verified is what is forwarded
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            self._sessions[key] = session
-        return session
+    def _pool(self, upstream: Upstream) -> tuple[Pool, bytes]:
+        """The pool for `upstream`'s address, and the request path to send."""
+        known = self._routes.get(upstream)
+        if known is None:
+            target, path = _target(upstream)
+            key = (target.unix_socket or target.host, target.tls, str(target.port))
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = Pool(target)
+            known = self._routes[upstream] = (pool, path)
+        return known
 
     async def send(
         self,
@@ -129,28 +124,66 @@ class Forwarder:
         timeout: float,
         method: str = "POST",
     ) -> UpstreamResponse:
-        url = upstream.url + ("?" + query if query else "")
-        session = self._session(upstream)
+        pool, path = self._pool(upstream)
+        target = path + (b"?" + query.encode("utf-8", "surrogateescape") if query else b"")
+        data = serialise_request(method, target, pool.target.host_header, headers, body)
         try:
-            async with asyncio.timeout(timeout):
-                async with session.request(
-                    method,
-                    aiohttp.client.URL(url, encoded=True),
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    compress=None,
-                ) as resp:
-                    data = await resp.read()
-                    return UpstreamResponse(
-                        resp.status, resp.reason or "", response_headers(resp.headers), data
-                    )
-        except TimeoutError:
+            raw = await pool.request(data, timeout)
+        except UpstreamTimeout:
             raise UpstreamError(True, "upstream timed out") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except UpstreamFailure as exc:
             raise UpstreamError(False, type(exc).__name__) from None
+        return UpstreamResponse(raw.status, raw.reason, response_headers_raw(raw.headers), raw.body)
 
     async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self._routes.clear()
+
+
+def _target(upstream: Upstream) -> tuple[Target, bytes]:
+    url = URL(upstream.url, encoded=True)
+    tls = url.scheme == "https"
+    host = url.raw_host or "localhost"
+    port = url.port or (443 if tls else 80)
+    default = port == (443 if tls else 80)
+    shown = f"[{host}]" if ":" in host else host
+    host_header = (shown if default else f"{shown}:{port}").encode("idna" if not host.isascii() else "ascii")
+    path = (url.raw_path or "/").encode("ascii")
+    return Target(host, port, upstream.unix_socket, tls, host_header), path
+
+
+def serialise_request(
+    method: str, target: bytes, host: bytes, headers: CIMultiDict[str], body: bytes
+) -> bytes:
+    """The request's bytes: our request line, Host and Content-Length; the headers as given;
+    the body untouched. Header values go back to the exact bytes that came in."""
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise UpstreamError(False, "header with a line break")  # never split a request
+        parts += (name.encode("latin-1"), b": ", value.encode("utf-8", "surrogateescape"), b"\r\n")
+    if body or method not in _NO_BODY_METHODS:
+        parts += (b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n")
+    parts += (b"\r\n", body)
+    return b"".join(parts)
+
+
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+def response_headers_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """The upstream's headers for the client: minus hop-by-hop and Content-Length (recomputed)."""
+    listed: frozenset[str] = frozenset()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            listed |= {t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in raw:
+        text = name.decode("latin-1")
+        low = text.lower()
+        if low in _DROP_RESPONSE or (listed and low in listed):
+            continue
+        out.add(text, value.decode("utf-8", "surrogateescape"))
+    return out

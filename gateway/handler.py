@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import json
 import logging
 import os
@@ -11,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
@@ -24,7 +25,7 @@ from gateway.handshake import HandshakeAnswer
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, rejection_for
 from gateway.schemes.base import Signed
-from gateway.server import UNSUPPORTED_VERSION
+from gateway.server import Reply, Request
 from gateway.snapshot import Route, Snapshot, SnapshotHolder
 from gateway.spool.store import SpoolError
 from gateway.store import Store, StoreError
@@ -39,13 +40,13 @@ _OK_BODY = b'{"ok":true}'
 log_ = logging.getLogger("webhook_gateway")
 
 
-def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps({"error": code}).encode(),
-        content_type=_JSON,
-        headers=headers,
-    )
+def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, _error_body(code), headers, content_type=_JSON)
+
+
+@functools.cache
+def _error_body(code: str) -> bytes:
+    return json.dumps({"error": code}).encode()
 
 
 def framing_ok(headers: CIMultiDictProxy[str]) -> bool:
@@ -65,7 +66,7 @@ def framing_ok(headers: CIMultiDictProxy[str]) -> bool:
 class Exchange:
     """One request on its way upstream, after the checks."""
 
-    request: web.BaseRequest
+    request: Request
     route: Route
     query: str
     client: IPAddress | None
@@ -100,9 +101,14 @@ class Gateway:
         self.log = log
         self.clock = clock
         self.inflight = 0
+        # Request ids: a random prefix per process and a counter, unique without a getrandom
+        # system call per request.
+        prefix = os.urandom(8).hex()
+        counter = itertools.count()
+        self._request_id = lambda: f"{prefix}{next(counter):08x}"
 
     def malformed(self, remote: str | None, status: int) -> None:
-        """A request aiohttp could not parse (answered by the server): count and log it."""
+        """A request the server could not parse (and answered itself): count and log it."""
         self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
         client = parse_ip(remote or "")
         self.log.request(
@@ -113,7 +119,7 @@ class Gateway:
             client_ip=str(client) if client else None,
         )
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
         started_hook = getattr(request.protocol, "request_started", None)
         if started_hook is not None:
@@ -132,18 +138,15 @@ class Gateway:
             self.inflight -= 1
             self.metrics.inflight.dec()
 
-    async def _handle(
-        self, request: web.BaseRequest, snapshot: Snapshot, started: float
-    ) -> web.StreamResponse:
-        request_id = os.urandom(12).hex()
+    async def _handle(self, request: Request, snapshot: Snapshot, started: float) -> Reply:
+        request_id = self._request_id()
         peer = parse_ip(request.remote or "")
         client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
         log = {"request_id": request_id, "client_ip": str(client) if client else None}
 
-        if request.get(UNSUPPORTED_VERSION) or not framing_ok(request.headers):
-            # aiohttp accepts e.g. "HTTP/2.0" on an HTTP/1 request line (the server marks it and
-            # has made aiohttp answer in HTTP/1.1, not in kind), and framings that a proxy in
-            # front may read differently: refuse them and close.
+        if not framing_ok(request.headers):
+            # The server already refuses versions other than 1.0/1.1 and ambiguous framings
+            # (answering in HTTP/1.1, never in kind); kept as a second line of defence.
             self.metrics.requests.labels(NO_ROUTE, "bad_request").inc()
             resp = json_error(400, "bad_request")
             resp.force_close()
@@ -193,8 +196,13 @@ class Gateway:
 
         limits = snapshot.config.limits
         try:
-            async with asyncio.timeout(limits.body_timeout):
+            if getattr(request.content, "done", False):
+                # Already all in memory (the usual webhook, in the same packets as its head):
+                # no deadline to arm.
                 body = await read_body(request, limits.max_body_bytes)
+            else:
+                async with asyncio.timeout(limits.body_timeout):
+                    body = await read_body(request, limits.max_body_bytes)
         except BodyTooLarge:
             # Body limits hold in both modes: the gateway never buffers an unbounded body.
             route.metrics.failure("body", "too_large", "enforce")
@@ -293,12 +301,12 @@ class Gateway:
 
     def _filtered(
         self, route: Route, decision: Decision, why: str, log: dict[str, object], started: float
-    ) -> web.Response:
+    ) -> Reply:
         self._count_failures(route, decision)
         route.metrics.requests["filtered"].inc()
         log["filtered"] = why
         self._annotate(log, decision)
-        resp = web.Response(status=200, body=_OK_BODY, content_type=_JSON)
+        resp = Reply(200, _OK_BODY, content_type=_JSON)
         return self._done(resp, route, "filtered", log, started)
 
     async def _reserve(
@@ -335,7 +343,7 @@ class Gateway:
         except Exception:
             log_.exception("replay settle failed")
 
-    async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> web.StreamResponse:
+    async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> Reply:
         request, route, decision, log, started = ex.request, ex.route, ex.decision, ex.log, ex.started
         client, query, request_id = ex.client, ex.query, ex.request_id
         proto = _forwarded_proto(request, ex.client is not None and ex.peer_trusted)
@@ -360,13 +368,11 @@ class Gateway:
         route.metrics.upstream.observe(time.perf_counter() - up_started)
         outcome = decision.outcome
         route.metrics.requests[outcome].inc()
-        resp = web.Response(
-            status=answer.status, reason=answer.reason, body=answer.body, headers=answer.headers
-        )
+        resp = Reply(answer.status, answer.body, answer.headers, answer.reason)
         self._annotate(log, decision)
         return self._done(resp, route, outcome, log, started)
 
-    async def _spool(self, ex: Exchange, headers: list[tuple[str, str]], body: bytes) -> web.Response:
+    async def _spool(self, ex: Exchange, headers: list[tuple[str, str]], body: bytes) -> Reply:
         """`delivery: spool`: 200 only once the update is committed to disk; otherwise 503."""
         route, log, started = ex.route, ex.log, ex.started
         self._annotate(log, ex.decision)
@@ -389,7 +395,7 @@ class Gateway:
             return self._done(resp, route, "spool_error", log, started)
         outcome = "spooled" if stored else "duplicate"
         route.metrics.requests[outcome].inc()
-        resp = web.Response(status=200, body=json.dumps({"status": outcome}).encode(), content_type=_JSON)
+        resp = Reply(200, json.dumps({"status": outcome}).encode(), content_type=_JSON)
         return self._done(resp, route, outcome, log, started)
 
     def _handshake(
@@ -399,7 +405,7 @@ class Gateway:
         decision: Decision,
         log: dict[str, object],
         started: float,
-    ) -> web.Response:
+    ) -> Reply:
         """Answer a sender's GET verification handshake here; nothing is forwarded."""
         assert route.handshake is not None
         try:
@@ -416,18 +422,15 @@ class Gateway:
             return self._done(json_error(answer.status, code), route, "rejected", log, started)
         self._count_failures(route, decision)
         route.metrics.requests["handshake"].inc()
-        resp = web.Response(
-            status=200,
-            body=answer.body,
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+        resp = Reply(
+            200,
+            answer.body,
+            {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+            content_type="text/plain; charset=utf-8",
         )
         return self._done(resp, route, "handshake", log, started)
 
-    def _reject(
-        self, route: Route, decision: Decision, log: dict[str, object], started: float
-    ) -> web.Response:
+    def _reject(self, route: Route, decision: Decision, log: dict[str, object], started: float) -> Reply:
         failure = decision.reject
         assert failure is not None
         rejection = rejection_for(failure)
@@ -435,7 +438,7 @@ class Gateway:
         route.metrics.requests[rejection.outcome].inc()
         self._annotate(log, decision)
         if rejection.code is None:
-            resp = web.Response(status=rejection.status, body=_OK_BODY, content_type=_JSON)
+            resp = Reply(rejection.status, _OK_BODY, content_type=_JSON)
         else:
             headers = {"Retry-After": str(rejection.retry_after)} if rejection.retry_after else None
             resp = json_error(rejection.status, rejection.code, headers)
@@ -459,12 +462,12 @@ class Gateway:
 
     def _done(
         self,
-        resp: web.Response,
+        resp: Reply,
         route: Route | None,
         outcome: str,
         log: dict[str, object],
         started: float,
-    ) -> web.Response:
+    ) -> Reply:
         elapsed = time.perf_counter() - started
         if route is not None:
             route.metrics.duration.observe(elapsed)
@@ -478,7 +481,7 @@ class Gateway:
         return resp
 
 
-def _forwarded_proto(request: web.BaseRequest, peer_trusted: bool) -> str:
+def _forwarded_proto(request: Request, peer_trusted: bool) -> str:
     """This listener's scheme, or what a trusted proxy in front says the client used."""
     if peer_trusted:
         claimed = request.headers.get("X-Forwarded-Proto", "").strip().lower()

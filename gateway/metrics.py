@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -92,6 +92,7 @@ class Metrics:
             "1 when the route enforces, 0 in report-only, the fraction under a canary.",
             ["route"],
             registry=r,
+            multiprocess_mode="mostrecent",  # with workers: every worker sets the same value
         )
         self.secret_matches = Counter(
             "webhook_gateway_secret_matches",
@@ -106,6 +107,20 @@ class Metrics:
             "webhook_gateway_config_last_reload_success_timestamp_seconds",
             "Unix time of the last config load that succeeded.",
             registry=r,
+            multiprocess_mode="max",
+        )
+        self.last_reload_ok = Gauge(
+            "webhook_gateway_config_last_reload_successful",
+            "1 when the latest attempt to load the config file succeeded, 0 while a refused edit "
+            "is pending (the previous config keeps serving).",
+            registry=r,
+            multiprocess_mode="min",  # with workers: 0 if any worker refused the file
+        )
+        self.inflight = Gauge(
+            "webhook_gateway_inflight_requests",
+            "Requests being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",  # with workers: the sum over the live ones
         )
         self.tls_certificate_expiry = Gauge(
             "webhook_gateway_tls_certificate_expiry_timestamp_seconds",
@@ -143,7 +158,6 @@ class Metrics:
             ["route"],
             registry=r,
         )
-        self.inflight = Gauge("webhook_gateway_inflight_requests", "Requests being handled now.", registry=r)
         self.store_errors = Counter(
             "webhook_gateway_store_errors",
             "Store operations that failed (Redis unreachable or too slow), by route and operation:"
@@ -194,13 +208,29 @@ class RouteMetrics:
     duration: Histogram
     upstream: Histogram
     metrics: Metrics
+    # Children bound on first use: `labels()` hashes and locks on every call, and a flood of
+    # forged requests calls this for each one.
+    _failures: dict[tuple[str, str, str], Counter] = field(default_factory=dict)
+    _secrets: dict[int, Counter] = field(default_factory=dict)
 
     def failure(self, check: str, reason: str, mode: str) -> None:
-        self.metrics.check_failures.labels(self.name, check, reason, mode).inc()
+        child = self._failures.get((check, reason, mode))
+        if child is None:
+            child = self._failures[(check, reason, mode)] = self.metrics.check_failures.labels(
+                self.name, check, reason, mode
+            )
+        child.inc()
 
     def secret_matched(self, index: int) -> None:
-        self.metrics.secret_matches.labels(self.name, str(index)).inc()
+        child = self._secrets.get(index)
+        if child is None:
+            child = self._secrets[index] = self.metrics.secret_matches.labels(self.name, str(index))
+        child.inc()
 
+
+# With `workers: N`, spool gauges are read from the one shared database by every worker: the
+# latest reading stands for all (summing them would count each row N times).
+_FROM_DB = "livemostrecent"
 
 # Results of one spooled delivery attempt.
 SPOOL_RESULTS = ("delivered", "retry", "dead_letter", "error")
@@ -211,16 +241,25 @@ class SpoolMetrics:
 
     def __init__(self, r: CollectorRegistry) -> None:
         self.depth = Gauge(
-            "webhook_gateway_spool_depth", "Updates spooled and not yet delivered.", ["route"], registry=r
+            "webhook_gateway_spool_depth",
+            "Updates spooled and not yet delivered.",
+            ["route"],
+            registry=r,
+            multiprocess_mode=_FROM_DB,
         )
         self.oldest_age = Gauge(
             "webhook_gateway_spool_oldest_age_seconds",
             "Age of the oldest pending update (0 when none is pending).",
             ["route"],
             registry=r,
+            multiprocess_mode=_FROM_DB,
         )
         self.dead = Gauge(
-            "webhook_gateway_spool_dead_rows", "Dead-letter rows kept in the spool.", ["route"], registry=r
+            "webhook_gateway_spool_dead_rows",
+            "Dead-letter rows kept in the spool.",
+            ["route"],
+            registry=r,
+            multiprocess_mode=_FROM_DB,
         )
         self.deliveries = Counter(
             "webhook_gateway_spool_deliveries",
@@ -239,7 +278,17 @@ class SpoolMetrics:
             registry=r,
         )
         self.available = Gauge(
-            "webhook_gateway_spool_available", "1 when the spool database is open and writable.", registry=r
+            "webhook_gateway_spool_available",
+            "1 when the spool database is open and writable.",
+            registry=r,
+            multiprocess_mode="livemin",  # with workers: 0 if any live worker cannot write
         )
-        self.bytes = Gauge("webhook_gateway_spool_bytes", "Bytes held by pending and dead rows.", registry=r)
-        self.items = Gauge("webhook_gateway_spool_items", "Pending and dead rows.", registry=r)
+        self.bytes = Gauge(
+            "webhook_gateway_spool_bytes",
+            "Bytes held by pending and dead rows.",
+            registry=r,
+            multiprocess_mode=_FROM_DB,
+        )
+        self.items = Gauge(
+            "webhook_gateway_spool_items", "Pending and dead rows.", registry=r, multiprocess_mode=_FROM_DB
+        )

@@ -102,6 +102,7 @@ class Reloader:
         publish_route_gauges(old, snapshot, self.metrics)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.last_reload_success.set_to_current_time()
+        self.metrics.last_reload_ok.set(1)
         modes = {r.name: _mode(r.mode, r.enforce_percent) for r in new.routes}
         log.info("config reloaded", extra={"path": self.path, "routes": modes})
         if self.on_applied is not None:
@@ -110,6 +111,7 @@ class Reloader:
 
     def _failed(self, problems: list[str]) -> bool:
         self.metrics.config_reloads.labels("error").inc()
+        self.metrics.last_reload_ok.set(0)
         for problem in problems:
             log.error("config reload refused", extra={"path": self.path, "problem": problem})
         return False

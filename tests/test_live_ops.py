@@ -91,6 +91,10 @@ async def test_valid_change_applies_and_bad_ones_change_nothing(tmp_path: Path) 
         assert reloader.reload() is False
         assert holder.current is serving, bad
         assert metrics.config_reloads.labels("error")._value.get() == n
+        assert metrics.last_reload_ok._value.get() == 0
+    write_config(path, _cfg("report-only"))
+    assert reloader.reload() is True
+    assert metrics.last_reload_ok._value.get() == 1
 
 
 async def test_reload_errors_are_logged_with_locations(
