@@ -560,7 +560,16 @@ def test_templates_refuse_inconsistent_values(values: dict[str, Any], message: s
         render(values=values)
 
 
-@pytest.mark.parametrize("values", [{}, {"deploymentMode": "sidecar"}, CASES["standalone-everything"][0]])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"deploymentMode": "sidecar"},
+        CASES["standalone-everything"][0],
+        CASES["standalone-spool"][0],
+        CASES["sidecar-spool"][0],
+    ],
+)
 def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
     report = helm.lint(CHART, values, strict=True, kube_version=f"v{kube_versions()[-1]}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
