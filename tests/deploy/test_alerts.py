@@ -152,7 +152,7 @@ def test_every_metric_and_label_value_in_the_rules_is_exported() -> None:
     assert used >= {
         "webhook_gateway_requests_total",
         "webhook_gateway_check_failures_total",
-        "webhook_gateway_config_reloads_total",
+        "webhook_gateway_config_last_reload_successful",
         "webhook_gateway_spool_oldest_age_seconds",
         "webhook_gateway_spool_write_failures_total",
         "webhook_gateway_dead_letters_total",
