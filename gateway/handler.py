@@ -75,6 +75,7 @@ class Exchange:
     started: float
     request_id: str
     peer_trusted: bool = False
+    replay_key: str | None = None  # the route's replay key, when it has `replay:`
 
 
 class Gateway:
@@ -251,6 +252,7 @@ class Gateway:
                     return self._reject(route, decision, log, started)
         self._count_failures(route, decision)
         ex = Exchange(request, route, query, client, decision, log, started, request_id)
+        ex.replay_key = claim.key if claim is not None else None
         ex.peer_trusted = peer is not None and peer in snapshot.trusted
         try:
             resp = await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
@@ -379,7 +381,7 @@ class Gateway:
         try:
             if self.spool is None:
                 raise SpoolError("unavailable", "no spool in this gateway")
-            stored = await self.spool.accept(route, ex.query, headers, body)
+            stored = await self.spool.accept(route, ex.query, headers, body, key=ex.replay_key)
         except SpoolError as exc:
             # Fail closed: the sender retries a 503, and nothing it was told is stored is lost.
             self.metrics.spool.write_failures.labels(route.name, exc.reason).inc()

@@ -35,11 +35,8 @@ RECOUNT_EVERY = 10.0
 
 
 def dedup_key(body: bytes) -> str:
-    """The mark a spooled update leaves: sha256 of the raw body.
-
-    Integration seam: when the route has a configured replay key (the `replay:` feature),
-    that key should be used here instead, so replay marks and spool marks are the same thing.
-    """
+    """The mark a spooled update leaves when its route has no `replay:` key: the raw body's
+    sha256 (a sender's retry repeats the same bytes)."""
     return "body-sha256:" + hashlib.sha256(body).hexdigest()
 
 
@@ -141,15 +138,26 @@ class Spool:
 
     # ------------------------------------------------------------ the write path
 
-    async def accept(self, route: Route, query: str, headers: Iterable[tuple[str, str]], body: bytes) -> bool:
+    async def accept(
+        self,
+        route: Route,
+        query: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        key: str | None = None,
+    ) -> bool:
         """Store one update durably. True: stored (answer 200). False: a duplicate of an update
-        already spooled (answer 200, store nothing). Raises `SpoolError`: answer 503."""
+        already spooled (answer 200, store nothing). Raises `SpoolError`: answer 503.
+
+        `key` is the route's replay key (`replay:`): its mark is written in the same transaction
+        as the row, so a retry of a spooled update is a duplicate even after a crash, when the
+        replay store (memory) has forgotten it."""
         if self.store is None:
             raise SpoolError("unavailable", self._open_error or "the spool database is not open")
         s = self.settings()
-        key = dedup_key(body) if s.dedup else None
+        mark = (key or dedup_key(body)) if s.dedup else None
         digest = hashlib.sha256(body).hexdigest()
-        args = (route.name, key, query, list(headers), body, digest, self.clock())
+        args = (route.name, mark, query, list(headers), body, digest, self.clock())
         try:
             # SQLite gives up waiting for the lock after lock_timeout (busy_timeout): nothing is
             # stored, 503. This outer deadline (queue + lock + fsync) catches a stuck disk; the

@@ -100,6 +100,26 @@ async def test_a_senders_retry_is_a_duplicate_even_after_a_restart(tmp_path: Pat
         assert [r.body for r in up.received] == [update(1), update(2)]
 
 
+async def test_the_replay_key_marks_the_spool_in_the_same_transaction(tmp_path: Path) -> None:
+    """With `replay: {key: update_id}`, the spool's mark is the update_id: after a restart (the
+    memory replay store forgotten) the same update with other bytes is still a duplicate."""
+    port = free_port()
+    db = tmp_path / "spool.db"
+    conf = spool_config(
+        db, f"http://127.0.0.1:{port}/webhook", verify=tg_verify(), replay={"key": "update_id"}
+    )
+    first = b'{"update_id": 7, "message": {"text": "a"}}'
+    same_update_other_bytes = b'{"message": {"text": "a"}, "update_id": 7}'
+    async with running_gateway(conf) as gw:
+        assert (await post(gw.base + "/hook/bot", first, TG))[:2] == (200, b'{"status": "spooled"}')
+    async with running_gateway(conf) as gw:
+        status, answer, _ = await post(gw.base + "/hook/bot", same_update_other_bytes, TG)
+        assert (status, answer) == (200, b'{"status": "duplicate"}')
+        status, answer, _ = await post(gw.base + "/hook/bot", b'{"update_id": 8}', TG)
+        assert (status, answer) == (200, b'{"status": "spooled"}')
+    assert [r[2] for r in rows(db)] == [first, b'{"update_id": 8}']
+
+
 async def test_a_refused_update_is_dead_lettered_after_max_attempts(tmp_path: Path) -> None:
     db = tmp_path / "spool.db"
     async with recording_upstream(status=400, body=b'{"ok":false}') as up:
