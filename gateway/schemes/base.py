@@ -239,3 +239,22 @@ class HubSignatureVerifier:
 
 def hub_signature(key: bytes, body: bytes) -> str:
     return "sha256=" + hmac_sha256(key, body).hex()
+
+
+def _identity(secret: bytes) -> bytes:
+    return secret
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """A plain shared token in one header (Telegram, GitLab): the sender signs nothing, so the
+    token itself is compared as bytes, in constant time, with every configured secret."""
+
+    header: str
+    secrets: tuple[tuple[int, bytes], ...]
+
+    def verify(self, req: Signed) -> SigResult:
+        given = one_header(req.headers, self.header)
+        if isinstance(given, SigResult):
+            return given
+        return match_any(self.secrets, given, _identity)

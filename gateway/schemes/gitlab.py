@@ -6,37 +6,18 @@ every configured secret.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Problems, Reader, VerifyConfig
 from gateway.schemes.base import (
     Signature,
-    Signed,
-    SigResult,
+    TokenVerifier,
     ToSign,
     indexed,
-    match_any,
-    one_header,
     secret_for_signing,
 )
 
 HEADER = "X-Gitlab-Token"
-
-
-def _identity(secret: bytes) -> bytes:
-    return secret
-
-
-@dataclass(frozen=True)
-class GitlabVerifier:
-    secrets: tuple[tuple[int, bytes], ...]
-
-    def verify(self, req: Signed) -> SigResult:
-        given = one_header(req.headers, HEADER)
-        if isinstance(given, SigResult):
-            return given
-        return match_any(self.secrets, given, _identity)
 
 
 class GitlabScheme:
@@ -54,8 +35,8 @@ class GitlabScheme:
     def parse_options(self, r: Reader, problems: Problems) -> Any:
         return None
 
-    def build(self, verify: VerifyConfig) -> GitlabVerifier:
-        return GitlabVerifier(indexed(verify))
+    def build(self, verify: VerifyConfig) -> TokenVerifier:
+        return TokenVerifier(HEADER, indexed(verify))
 
     def sign(self, verify: VerifyConfig, req: ToSign) -> Signature:
         return Signature(((HEADER, secret_for_signing(verify).decode("ascii")),), req.query)

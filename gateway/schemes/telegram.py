@@ -6,38 +6,19 @@ Telegram signs nothing: the token is compared as bytes, in constant time.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Problems, Reader, VerifyConfig
 from gateway.schemes.base import (
     Signature,
-    Signed,
-    SigResult,
+    TokenVerifier,
     ToSign,
     indexed,
-    match_any,
-    one_header,
     secret_for_signing,
 )
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _TOKEN_RE = re.compile(rb"^[A-Za-z0-9_-]{1,256}$")
-
-
-@dataclass(frozen=True)
-class TelegramVerifier:
-    secrets: tuple[tuple[int, bytes], ...]
-
-    def verify(self, req: Signed) -> SigResult:
-        given = one_header(req.headers, HEADER)
-        if isinstance(given, SigResult):
-            return given
-        return match_any(self.secrets, given, _identity)
-
-
-def _identity(secret: bytes) -> bytes:
-    return secret
 
 
 class TelegramScheme:
@@ -53,8 +34,8 @@ class TelegramScheme:
     def parse_options(self, r: Reader, problems: Problems) -> Any:
         return None
 
-    def build(self, verify: VerifyConfig) -> TelegramVerifier:
-        return TelegramVerifier(indexed(verify))
+    def build(self, verify: VerifyConfig) -> TokenVerifier:
+        return TokenVerifier(HEADER, indexed(verify))
 
     def sign(self, verify: VerifyConfig, req: ToSign) -> Signature:
         return Signature(((HEADER, secret_for_signing(verify).decode("ascii")),), req.query)

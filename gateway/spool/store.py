@@ -20,6 +20,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -414,33 +415,24 @@ class _Transaction:
             self.conn.execute("ROLLBACK")
 
 
+def _common(r: tuple) -> dict[str, Any]:  # type: ignore[type-arg]
+    """The columns pending and dead rows share, in the order both SELECTs list them."""
+    return {
+        "id": r[0],
+        "route": r[1],
+        "received": r[2],
+        "query": r[3],
+        "headers": [(k, v) for k, v in json.loads(r[4])],
+        "body": bytes(r[5]),
+        "sha256": r[6],
+        "size": r[7],
+        "attempts": r[8],
+    }
+
+
 def _pending_row(r: tuple) -> Row:  # type: ignore[type-arg]
-    return Row(
-        id=r[0],
-        route=r[1],
-        received=r[2],
-        query=r[3],
-        headers=[(k, v) for k, v in json.loads(r[4])],
-        body=bytes(r[5]),
-        sha256=r[6],
-        size=r[7],
-        attempts=r[8],
-        next_at=r[9],
-        last_error=r[10],
-    )
+    return Row(**_common(r), next_at=r[9], last_error=r[10])
 
 
 def _dead_row(r: tuple) -> Row:  # type: ignore[type-arg]
-    return Row(
-        id=r[0],
-        route=r[1],
-        received=r[2],
-        query=r[3],
-        headers=[(k, v) for k, v in json.loads(r[4])],
-        body=bytes(r[5]),
-        sha256=r[6],
-        size=r[7],
-        attempts=r[8],
-        died=r[9],
-        reason=r[10],
-    )
+    return Row(**_common(r), died=r[9], reason=r[10])
