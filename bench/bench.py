@@ -300,13 +300,30 @@ def wait_ready(port: int, path: str, timeout: float = 20) -> None:
             time.sleep(0.05)
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory of `pid` and its children, in MB."""
+def family(pid: int) -> list[int]:
+    """`pid` and its children (the workers of `workers: N`)."""
     pids = [pid]
     with contextlib.suppress(OSError):
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return pids
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by `pid` and its children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for p in family(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            user += int(fields[11]) / tick  # utime, after the state field
+            system += int(fields[12]) / tick
+    return user, system
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of `pid` and its children, in MB."""
     now = peak = 0.0
-    for p in pids:
+    for p in family(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -447,11 +464,21 @@ class Run:
     results: dict[str, dict[str, float]] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)
 
-    def measure(self, key: str, port: int, load: Load, body: Path) -> None:
+    def measure(self, key: str, port: int, load: Load, body: Path, pid: int | None = None) -> None:
+        """One wrk run; with `pid`, also the CPU that process (and its workers) spent per request:
+        what separates its own work from waiting on the kernel or the load generator."""
+        before = cpu_seconds(pid) if pid is not None else None
         r = wrk(port, load, body, self.duration, self.connections)
+        cpu = ""
+        if before is not None and pid is not None and r["requests"]:
+            after = cpu_seconds(pid)
+            r["cpu_user_us"] = (after[0] - before[0]) / r["requests"] * 1e6
+            r["cpu_sys_us"] = (after[1] - before[1]) / r["requests"] * 1e6
+            cpu = f"  cpu/req {r['cpu_user_us']:5.1f} us user {r['cpu_sys_us']:5.1f} us sys"
         self.results[key] = r
         print(
             f"  {key:<32} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
+            + cpu
             + (f"  ERRORS {r['errors']:.0f}" if r["errors"] else ""),
             flush=True,
         )
@@ -483,14 +510,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             print("nginx (1 worker): real_ip + geo allow-list + token map + proxy_pass", flush=True)
             for name in ("tg_accepted", "tg_forged_token", "tg_forged_source"):
                 check(ng_port, all_loads[name], body, "nginx")
-                r.measure(f"nginx/{name}", ng_port, all_loads[name], body_file)
+                r.measure(f"nginx/{name}", ng_port, all_loads[name], body_file, ng)
             s.stop(ng)
             ha = s.start("haproxy", ["haproxy", "-db", "-f", str(s.tmp / "haproxy.cfg")], PROXY_CPU)
             wait_ready(ha_port, "/")
             print("haproxy (nbthread 1): hmac(sha256) of the body + secure_memcmp + proxy", flush=True)
             for name in ("hmac_accepted", "hmac_forged"):
                 check(ha_port, all_loads[name], body, "haproxy")
-                r.measure(f"haproxy/{name}", ha_port, all_loads[name], body_file)
+                r.measure(f"haproxy/{name}", ha_port, all_loads[name], body_file, ha)
             s.stop(ha)
 
         if "floor" in args.only:
@@ -498,7 +525,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             fl = s.start("floor", [sys.executable, str(BENCH / "floor.py"), str(fl_port)], PROXY_CPU)
             wait_ready(fl_port, "/")
             print("python floor: uvloop + httptools answering a constant 401, no checks", flush=True)
-            r.measure("floor/constant_401", fl_port, Load(TG_PATH, {}, 401), body_file)
+            r.measure("floor/constant_401", fl_port, Load(TG_PATH, {}, 401), body_file, fl)
             s.stop(fl)
 
         for workers in r.workers:
@@ -525,7 +552,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 prof = None
                 if r.profile and workers == 1 and name in ("tg_accepted", "tg_forged_token"):
                     prof = profile(gw, RESULTS / f"profile-{stamp}-{name}.txt", r.duration)
-                r.measure(f"{label}/{name}", gw_port, all_loads[name], body_file)
+                r.measure(f"{label}/{name}", gw_port, all_loads[name], body_file, gw)
                 if prof is not None:
                     prof.wait(30)
             now, peak = rss_mb(gw)

@@ -22,6 +22,7 @@ from gateway.checks.replay import Claim
 from gateway.clientip import IPAddress, client_ip, parse_ip
 from gateway.forward import Forwarder, UpstreamError, request_headers
 from gateway.handshake import HandshakeAnswer
+from gateway.inline import need_task
 from gateway.metrics import NO_ROUTE, Metrics
 from gateway.pipeline import Decision, rejection_for
 from gateway.schemes.base import Signed
@@ -182,6 +183,8 @@ class Gateway:
             if decision.reject is not None:
                 return self._reject(route, decision, log, started)
         on_store_error = snapshot.config.store.on_store_error
+        if (route.rate_limit is not None or route.replay is not None) and not self.store.inline:
+            await need_task  # store I/O runs under timeouts of its own, which need a task
         if route.rate_limit is not None:
             # On the client IP, before a byte of body is read or verified.
             decision.add(await self._rate_admit(route, client, on_store_error))
@@ -202,6 +205,7 @@ class Gateway:
                 # no deadline to arm.
                 body = await read_body(request, limits.max_body_bytes)
             else:
+                await need_task  # for the deadline
                 async with asyncio.timeout(limits.body_timeout):
                     body = await read_body(request, limits.max_body_bytes)
         except BodyTooLarge:
@@ -381,6 +385,7 @@ class Gateway:
         try:
             if self.spool is None:
                 raise SpoolError("unavailable", "no spool in this gateway")
+            await need_task  # the commit waits on the spool's writer thread
             stored = await self.spool.accept(route, ex.query, headers, body, key=ex.replay_key)
         except SpoolError as exc:
             # Fail closed: the sender retries a 503, and nothing it was told is stored is lost.

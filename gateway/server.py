@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -36,6 +37,8 @@ from typing import Any, Protocol
 import httptools
 from aiohttp import HttpVersion
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from gateway.inline import drive
 
 log = logging.getLogger("webhook_gateway")
 
@@ -301,6 +304,21 @@ class HttpServer:
         self.closing = False
         self.dates = _Dates()
         self._idle = asyncio.Event()
+        self._unflushed: list[HttpProtocol] = []  # connections with answers not yet written
+
+    def defer_write(self, conn: HttpProtocol) -> None:
+        """`conn` has an answer to send: written once this pass of the event loop has parsed
+        every connection that was readable. Answers go out back to back, so the client side is
+        woken once per burst instead of once per answer: on a VM each wake-up of a sleeping
+        peer is an interprocessor interrupt, which cost more than the request itself."""
+        if not self._unflushed:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unflushed.append(conn)
+
+    def _flush(self) -> None:
+        conns, self._unflushed = self._unflushed, []
+        for conn in conns:
+            conn.flush()
 
     def __call__(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -338,7 +356,8 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._queue: collections.deque[Request | int] = collections.deque()  # int: refuse status
         self._current: Request | None = None  # the request whose body is arriving
-        self._task: asyncio.Task[None] | None = None
+        self._serving = False  # inside _next: answers written meanwhile do not re-enter it
+        self._out: list[bytes] = []  # written by flush, once per loop pass
         self._closed = False
         self._paused = False
         self._stop_parsing = False
@@ -382,9 +401,11 @@ class HttpProtocol(asyncio.Protocol):
             # A limit of ours raised inside a callback arrives as the error's context.
             cause = exc.__context__
             self._refuse(cause.status if isinstance(cause, _Refuse) else 400)
-            return
-        if self._in_head and self._head_size > MAX_HEAD:
-            self._refuse(431)
+        else:
+            if self._in_head and self._head_size > MAX_HEAD:
+                self._refuse(431)
+        if self._queue and not self.busy:
+            self._next()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closed = True
@@ -456,9 +477,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._current = request
         self._set_deadline(0.0)  # the head is in: no deadline until the answer is written
-        self._queue.append(request)
-        if self._task is None:
-            self._task = self.loop.create_task(self._serve())
+        self._queue.append(request)  # served once this read is parsed: its body may be in it
 
     def on_body(self, body: bytes) -> None:
         if self._current is not None:
@@ -471,34 +490,47 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ serving
 
-    async def _serve(self) -> None:
+    def _next(self) -> None:
+        """Serve what is queued, in order, one request at a time. A handler that finishes
+        without waiting (a rejection, mostly) is answered within this call."""
+        if self._serving:
+            return  # called back from an answer written inside the loop below
+        self._serving = True
         try:
-            while self._queue and not self._closed:
+            while self._queue and not self.busy and not self._closed:
                 item = self._queue.popleft()
                 if isinstance(item, int):
                     self._write_refusal(item)
                     return
                 self.busy = True
-                try:
-                    reply = await self._handle(item)
-                    if item.content.malformed:
-                        # Its body broke llhttp's framing: the answer is the plain 400 (queued
-                        # next), whatever the handler made of a body it could not finish.
-                        continue
-                    keep = self._write_reply(item, reply)
-                finally:
-                    self.busy = False
-                    self.server.busy_changed()
-                if not keep:
-                    self.close()
-                    return
-            if not self._closed:
-                if self._stop_parsing:
-                    self.close()
-                else:
-                    self._set_deadline(KEEPALIVE_TIMEOUT)
+                drive(self._handle(item), functools.partial(self._answered, item), self.loop)
         finally:
-            self._task = None
+            self._serving = False
+        if not self.busy and not self._closed:
+            if self._stop_parsing:
+                self.close()
+            elif not self._in_head and self._current is None:
+                self._set_deadline(KEEPALIVE_TIMEOUT)
+
+    def _answered(self, request: Request, reply: Answer | None, error: BaseException | None) -> None:
+        keep = False
+        try:
+            if error is not None or reply is None:
+                # Not even a 500 could be made (the handler was cancelled): end the connection.
+                log.error("handler ended without an answer: %s", type(error).__name__)
+            elif request.content.malformed:
+                # Its body broke llhttp's framing: the answer is the plain 400 (queued next),
+                # whatever the handler made of a body it could not finish.
+                keep = True
+            else:
+                keep = self._write_reply(request, reply)
+        finally:
+            self.busy = False
+            self.server.busy_changed()
+        if not keep:
+            self.close()
+            return
+        self._next()
 
     async def _handle(self, request: Request) -> Answer:
         try:
@@ -555,8 +587,6 @@ class HttpProtocol(asyncio.Protocol):
             self._current.content.fail(ConnectionResetError("malformed request"))
             self._current = None
         self._queue.append(status)
-        if self._task is None:
-            self._task = self.loop.create_task(self._serve())
 
     def _write_refusal(self, status: int) -> None:
         if self.server.on_malformed is not None:
@@ -575,11 +605,22 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ transport helpers
 
     def write_raw(self, data: bytes) -> None:
+        """Queue `data` for the socket; `flush` (soon, or `close`) writes it."""
         if self.transport is not None and not self._closed:
-            self.transport.write(data)
+            if not self._out:
+                self.server.defer_write(self)
+            self._out.append(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            if self.transport is not None and not self._closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
 
     force_close = close  # the name aiohttp's RequestHandler uses

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import httptools
 
+from gateway.inline import need_task
+
 IDLE_SECONDS = 4.0
 MAX_IDLE_PER_POOL = 256
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
@@ -203,8 +205,14 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None and self._waiter is None
         self._waiter = waiter = loop.create_future()
         self.keep_alive = False
-        self.transport.write(data)
+        # Written at the end of this pass of the event loop, with the other requests parsed
+        # in it: the upstream is woken once per burst (see HttpServer.defer_write).
+        loop.call_soon(self._write, data)
         return waiter
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def expire(self) -> None:
         """The deadline passed: fail the request in flight (an answer may still come: abort)."""
@@ -267,6 +275,9 @@ class Pool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = self._take_idle()
+        if conn is None:
+            await need_task  # for the connect deadline
+            conn = self._take_idle()  # the hand-over took a loop pass: one may be back
         if conn is None:
             try:
                 async with asyncio.timeout(timeout):

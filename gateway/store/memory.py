@@ -66,6 +66,7 @@ class BoundedTable(Generic[V]):
 
 class MemoryStore:
     backend = "memory"
+    inline = True  # nothing here awaits
 
     def __init__(self, max_entries: int, metrics: Metrics, clock: Callable[[], float]) -> None:
         self.clock = clock
