@@ -27,10 +27,9 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import HMAC_SECRET, TG_SECRET, gateway_conf, loads, telegram_update  # noqa: E402
-
-from gateway.app import Service  # noqa: E402
-from gateway.config import build, parse_yaml  # noqa: E402
+from bench import HMAC_SECRET, TG_SECRET, gateway_conf, loads, telegram_update
+from gateway.app import Service
+from gateway.config import build, parse_yaml
 
 
 class CountingTransport(asyncio.Transport):
