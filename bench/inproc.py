@@ -37,12 +37,10 @@ class CountingTransport(asyncio.Transport):
 
     def __init__(self) -> None:
         super().__init__()
-        self.writes = 0
-        self.last = b""
+        self.last: bytes | None = None  # the last answer not yet checked
         self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes += 1
         self.last = bytes(data)
 
     def get_extra_info(self, name: str, default: object = None) -> object:
@@ -79,31 +77,34 @@ def raw(path: str, headers: dict[str, str], body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def run_load(service: Service, data: bytes, expect: int, n: int) -> float:
-    """Seconds per request, one connection, each request sent after the previous answer."""
+async def run_load(service: Service, data: bytes, expect: int, n: int, conns: int = 32) -> float:
+    """Seconds per request: `conns` connections each send a request, all are answered, again,
+    until `n` requests; like wrk's closed loop, so answers are written in bursts as in a run."""
     server = service._http
     assert server is not None
-    conn = server()
-    transport = CountingTransport()
-    conn.connection_made(transport)
-    done = asyncio.Event()
-    want = expect_line = b"HTTP/1.1 %d " % expect
-
-    def feed() -> None:
-        conn.data_received(data)
-
+    pairs = []
+    for _ in range(conns):
+        conn = server()
+        transport = CountingTransport()
+        conn.connection_made(transport)
+        pairs.append((conn, transport))
+    want = b"HTTP/1.1 %d " % expect
+    rounds = max(1, n // conns)
     started = time.perf_counter()
-    for i in range(n):
-        before = transport.writes
-        feed()
-        while transport.writes == before:  # forwarded: the answer comes after a loop pass
-            await asyncio.sleep(0)
-        if not transport.last.startswith(want):
-            raise SystemExit(f"request {i}: expected {expect_line!r}, got {transport.last[:40]!r}")
+    for _ in range(rounds):
+        for conn, _t in pairs:
+            conn.data_received(data)
+        for _conn, transport in pairs:
+            # Answers go out at the end of the loop pass (forwarded ones a few passes later).
+            while transport.last is None:
+                await asyncio.sleep(0)
+            if not transport.last.startswith(want):
+                raise SystemExit(f"expected {want!r}, got {transport.last[:40]!r}")
+            transport.last = None
     elapsed = time.perf_counter() - started
-    conn.connection_lost(None)
-    done.set()
-    return elapsed / n
+    for conn, _t in pairs:
+        conn.connection_lost(None)
+    return elapsed / (rounds * conns)
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.config import Upstream
-from gateway.upstream_client import Pool, Target, UpstreamFailure, UpstreamTimeout
+from gateway.upstream_client import Pool, RawResponse, Target, UpstreamFailure, UpstreamTimeout
 
 # RFC 9110 section 7.6.1 plus the old ones proxies still see.
 HOP_BY_HOP = frozenset(
@@ -43,6 +43,9 @@ GATEWAY_SET = frozenset(
 _REWRITTEN = frozenset({"host", "content-length", "expect"})
 _DROP_REQUEST = HOP_BY_HOP | GATEWAY_SET | _REWRITTEN
 _DROP_RESPONSE = HOP_BY_HOP | frozenset({"content-length"})
+# The same sets as bytes, for headers passed through as they came off the wire.
+_DROP_REQUEST_RAW = frozenset(h.encode("ascii") for h in _DROP_REQUEST)
+_DROP_RESPONSE_RAW = frozenset(h.encode("ascii") for h in _DROP_RESPONSE)
 
 
 def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -69,6 +72,62 @@ def request_headers(inbound: CIMultiDictProxy[str], extra: Iterable[tuple[str, s
     for name, value in extra:
         out.add(name, value)
     return out
+
+
+def _listed_raw(raw: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names a `Connection` header lists (as lowercase bytes): hop-by-hop too."""
+    names: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            names.update(t.strip().lower() for t in value.split(b","))
+    names.discard(b"")
+    return frozenset(names)
+
+
+def _has_connection(raw: list[tuple[bytes, bytes]]) -> bool:
+    for name, _ in raw:
+        if len(name) == 10 and name.lower() == b"connection":
+            return True
+    return False
+
+
+def request_head(raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines for the upstream, from the inbound headers exactly as they came off the
+    wire: minus hop-by-hop, gateway-set and rewritten ones (and any a `Connection` header
+    names, except the gateway-set ones, which are always ours), then the gateway's own.
+    No decoding and re-encoding: the bytes the sender signed are the bytes the bot gets."""
+    listed = _listed_raw(raw) if _has_connection(raw) else frozenset()
+    parts: list[bytes] = []
+    for name, value in raw:
+        low = name.lower()
+        if low in _DROP_REQUEST_RAW or (listed and low in listed):
+            continue
+        if b"\r" in value or b"\n" in value:
+            raise UpstreamError(False, "header with a line break")  # never split a request
+        parts += (name, b": ", value, b"\r\n")
+    for name, text in extra:
+        value = text.encode("utf-8", "surrogateescape")
+        if b"\r" in value or b"\n" in value:
+            raise UpstreamError(False, "header with a line break")
+        parts += (name.encode("ascii"), b": ", value, b"\r\n")
+    return b"".join(parts)
+
+
+def response_head(raw: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+    """The upstream's header lines for the client, as they came, minus hop-by-hop and
+    Content-Length (the server frames the answer itself); and whether they carry a Date."""
+    listed = _listed_raw(raw) if _has_connection(raw) else frozenset()
+    parts: list[bytes] = []
+    date = False
+    for name, value in raw:
+        low = name.lower()
+        if low in _DROP_RESPONSE_RAW or (listed and low in listed):
+            continue
+        if b"\r" in value or b"\n" in value:
+            continue  # llhttp does not pass these; never let one split our answer
+        date = date or low == b"date"
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts), date
 
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -114,6 +173,31 @@ class Forwarder:
                 pool = self._pools[key] = Pool(target)
             known = self._routes[upstream] = (pool, path)
         return known
+
+    async def send_raw(
+        self, upstream: Upstream, query: str, head: bytes, body: bytes, timeout: float
+    ) -> RawResponse:
+        """POST with header lines already serialised (`request_head`); the answer as it came."""
+        pool, path = self._pool(upstream)
+        target = path + (b"?" + query.encode("utf-8", "surrogateescape") if query else b"")
+        data = b"".join(
+            (
+                b"POST ",
+                target,
+                b" HTTP/1.1\r\nHost: ",
+                pool.target.host_header,
+                b"\r\n",
+                head,
+                b"Content-Length: %d\r\n\r\n" % len(body),
+                body,
+            )
+        )
+        try:
+            return await pool.request(data, timeout)
+        except UpstreamTimeout:
+            raise UpstreamError(True, "upstream timed out") from None
+        except UpstreamFailure as exc:
+            raise UpstreamError(False, type(exc).__name__) from None
 
     async def send(
         self,

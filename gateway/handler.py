@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
 from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
 from gateway.checks.replay import Claim
-from gateway.clientip import IPAddress, client_ip, parse_ip
-from gateway.forward import Forwarder, UpstreamError, request_headers
+from gateway.clientip import IPAddress, parse_ip, resolve
+from gateway.forward import Forwarder, UpstreamError, request_head, request_headers, response_head
 from gateway.handshake import HandshakeAnswer
 from gateway.inline import need_task
 from gateway.metrics import NO_ROUTE, Metrics
@@ -42,7 +42,12 @@ log_ = logging.getLogger("webhook_gateway")
 
 
 def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> Reply:
+    if headers is None:
+        return Reply(status, _error_body(code), _JSON_ONLY)  # shared: replies never edit headers
     return Reply(status, _error_body(code), headers, content_type=_JSON)
+
+
+_JSON_ONLY = CIMultiDict({"Content-Type": _JSON})
 
 
 @functools.cache
@@ -76,6 +81,7 @@ class Exchange:
     started: float
     request_id: str
     peer_trusted: bool = False
+    client_text: str | None = None  # the client IP as written upstream and in the log
     replay_key: str | None = None  # the route's replay key, when it has `replay:`
 
 
@@ -142,9 +148,10 @@ class Gateway:
 
     async def _handle(self, request: Request, snapshot: Snapshot, started: float) -> Reply:
         request_id = self._request_id()
-        peer = parse_ip(request.remote or "")
-        client = client_ip(peer, request.headers.getall("X-Forwarded-For", ()), snapshot.trusted)
-        log = {"request_id": request_id, "client_ip": str(client) if client else None}
+        peer, client, client_text = resolve(
+            request.remote, request.headers.getall("X-Forwarded-For", []), snapshot.trusted
+        )
+        log = {"request_id": request_id, "client_ip": client_text}
 
         if not framing_ok(request.headers):
             # The server already refuses versions other than 1.0/1.1 and ambiguous framings
@@ -200,10 +207,12 @@ class Gateway:
 
         limits = snapshot.config.limits
         try:
-            if getattr(request.content, "done", False):
+            if request.content.done:
                 # Already all in memory (the usual webhook, in the same packets as its head):
-                # no deadline to arm.
-                body = await read_body(request, limits.max_body_bytes)
+                # no deadline to arm, nothing to wait for.
+                body = request.content.take_all()
+                if len(body) > limits.max_body_bytes:
+                    raise BodyTooLarge
             else:
                 await need_task  # for the deadline
                 async with asyncio.timeout(limits.body_timeout):
@@ -258,6 +267,7 @@ class Gateway:
         ex = Exchange(request, route, query, client, decision, log, started, request_id)
         ex.replay_key = claim.key if claim is not None else None
         ex.peer_trusted = peer is not None and peer in snapshot.trusted
+        ex.client_text = client_text
         try:
             resp = await self._forward(ex, body, snapshot.config.limits.upstream_timeout)
         except BaseException:
@@ -351,20 +361,21 @@ class Gateway:
 
     async def _forward(self, ex: Exchange, body: bytes, timeout: float) -> Reply:
         request, route, decision, log, started = ex.request, ex.route, ex.decision, ex.log, ex.started
-        client, query, request_id = ex.client, ex.query, ex.request_id
+        query, request_id = ex.query, ex.request_id
         proto = _forwarded_proto(request, ex.client is not None and ex.peer_trusted)
         extra = [
-            ("X-Forwarded-For", str(client) if client is not None else ""),
+            ("X-Forwarded-For", ex.client_text or ""),
             ("X-Forwarded-Proto", proto),
             ("X-Request-Id", request_id),
             ("X-Webhook-Verdict", decision.verdict()),
         ]
-        headers = request_headers(request.headers, extra)
         if route.config.delivery == "spool":
+            headers = request_headers(request.headers, extra)
             return await self._spool(ex, list(headers.items()), body)
         up_started = time.perf_counter()
         try:
-            answer = await self.forwarder.send(route.config.upstream, query, headers, body, timeout)
+            head = request_head(request.raw_headers, extra)
+            answer = await self.forwarder.send_raw(route.config.upstream, query, head, body, timeout)
         except UpstreamError as exc:
             route.metrics.upstream.observe(time.perf_counter() - up_started)
             route.metrics.requests["upstream_error"].inc()
@@ -374,7 +385,8 @@ class Gateway:
         route.metrics.upstream.observe(time.perf_counter() - up_started)
         outcome = decision.outcome
         route.metrics.requests[outcome].inc()
-        resp = Reply(answer.status, answer.body, answer.headers, answer.reason)
+        resp = Reply(answer.status, answer.body, reason=answer.reason)
+        resp.raw_head = response_head(answer.headers)
         self._annotate(log, decision)
         return self._done(resp, route, outcome, log, started)
 

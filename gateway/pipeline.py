@@ -7,6 +7,7 @@ A check that raises counts as failed: nothing fails open.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -87,6 +88,7 @@ class Rejection:
 STORE_RETRY_AFTER = 5  # a sender retrying a store outage every second only adds load
 
 
+@functools.lru_cache(maxsize=256)  # a flood repeats the same few failures
 def rejection_for(failure: Failure) -> Rejection:
     wait = max(1, math.ceil(failure.retry_after))
     if failure.reason == "unavailable":

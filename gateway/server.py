@@ -62,7 +62,7 @@ class Reply:
     """An answer to write: status, headers, body bytes. Cheaper than aiohttp's `web.Response`,
     with the same attribute names, so either can be returned by the handler."""
 
-    __slots__ = ("body", "headers", "keep_alive", "reason", "status")
+    __slots__ = ("body", "headers", "keep_alive", "raw_head", "reason", "status")
 
     def __init__(
         self,
@@ -81,6 +81,9 @@ class Reply:
             h["Content-Type"] = content_type
         self.headers = h
         self.keep_alive: bool | None = None
+        # Header lines passed through as they came (an upstream's answer), written after
+        # `headers`; and whether they hold a Date. Never framing: the server frames the answer.
+        self.raw_head: tuple[bytes, bool] | None = None
 
     def force_close(self) -> None:
         self.keep_alive = False
@@ -172,6 +175,18 @@ class Body:
             got += len(data)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def take_all(self) -> bytes:
+        """Once `done`: the whole body at once, with no coroutine to step."""
+        assert self.done
+        parts = self._parts
+        if not parts:
+            return b""
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        self._size = 0
+        self._conn.resume()
+        return data
+
     async def read(self) -> bytes:
         chunks = []
         while True:
@@ -219,8 +234,10 @@ class Request:
         self.raw_headers = raw_headers
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(
             CIMultiDict(
-                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for n, v in raw_headers
+                [
+                    (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                    for n, v in raw_headers
+                ]
             )
         )
         self.keep_alive = keep_alive
@@ -566,6 +583,10 @@ class HttpProtocol(asyncio.Protocol):
             if low == "date":
                 date = False
             parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("utf-8", "surrogateescape")))
+        raw = getattr(reply, "raw_head", None)
+        if raw is not None:
+            parts.append(raw[0])
+            date = date and not raw[1]
         if date:
             parts.append(b"Date: " + self.server.dates.now() + b"\r\n")
         if not keep:

@@ -211,10 +211,8 @@ def match_any_of(
 
 
 def hmac_sha256(key: bytes, *parts: bytes) -> bytes:
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for part in parts:
-        mac.update(part)
-    return mac.digest()
+    # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac.new object.
+    return hmac.digest(key, parts[0] if len(parts) == 1 else b"".join(parts), "sha256")
 
 
 @dataclass(frozen=True)

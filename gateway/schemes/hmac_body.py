@@ -72,7 +72,7 @@ class HmacVerifier:
         if digest is None:
             return FAIL_MALFORMED
         body = req.body
-        return match_any(self.secrets, digest, lambda key: hmac.new(key, body, algo).digest())
+        return match_any(self.secrets, digest, lambda key: hmac.digest(key, body, algo))
 
 
 def _header_name(value: Any) -> str:
