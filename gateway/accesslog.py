@@ -34,18 +34,26 @@ class AccessLog:
         self._suppressed: dict[tuple[str, str], int] = {}
 
     def request(self, **fields: Any) -> None:
+        self.record({"ts": 0.0, "event": "request", **fields})
+
+    def record(self, line: dict[str, Any]) -> None:
+        """One request's line, `ts` and `event` keys first (their values are set here): the
+        request path builds this dict as it goes, so no copy is made per request."""
         now = self._clock()
         if now - self._window >= 1.0:
             self._flush_summary()
             self._window = now
             self._written = 0
-        if fields.get("outcome") in _NOISY:
+        outcome = line.get("outcome")
+        if outcome in _NOISY:
             if self._written >= self._burst:
-                key = (str(fields.get("route")), str(fields.get("outcome")))
+                key = (str(line.get("route")), str(outcome))
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
                 return
             self._written += 1
-        self._write({"ts": round(self._wall(), 3), "event": "request", **fields})
+        line["ts"] = round(self._wall(), 3)
+        line["event"] = "request"
+        self._write(line)
 
     def _flush_summary(self) -> None:
         if not self._suppressed:

@@ -151,7 +151,13 @@ class Gateway:
         peer, client, client_text = resolve(
             request.remote, request.headers.getall("X-Forwarded-For", []), snapshot.trusted
         )
-        log = {"request_id": request_id, "client_ip": client_text}
+        # The access-log line, filled in as the request goes (see AccessLog.record).
+        log: dict[str, object] = {
+            "ts": 0.0,
+            "event": "request",
+            "request_id": request_id,
+            "client_ip": client_text,
+        }
 
         if not framing_ok(request.headers):
             # The server already refuses versions other than 1.0/1.1 and ambiguous framings
@@ -490,13 +496,11 @@ class Gateway:
         elapsed = time.perf_counter() - started
         if route is not None:
             route.metrics.duration.observe(elapsed)
-        self.log.request(
-            route=route.name if route else None,
-            outcome=outcome,
-            status=resp.status,
-            duration_ms=round(elapsed * 1000, 3),
-            **log,
-        )
+        log["route"] = route.name if route else None
+        log["outcome"] = outcome
+        log["status"] = resp.status
+        log["duration_ms"] = round(elapsed * 1000, 3)
+        self.log.record(log)
         return resp
 
 

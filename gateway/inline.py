@@ -34,13 +34,19 @@ class _TaskNeeded:
 TASK_NEEDED = _TaskNeeded()
 
 
+# True while `drive` steps a coroutine. Not `asyncio.current_task() is None`: an answer
+# written from a task (the previous request's) may start the next queued request inline,
+# and that one must still not take the finishing task for its own.
+_inline = False
+
+
 class _NeedTask:
     """`await need_task`: a no-op inside a task; inline, the hand-over to one."""
 
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, None]:
-        if asyncio.current_task() is None:
+        if _inline:
             yield TASK_NEEDED
 
 
@@ -55,14 +61,20 @@ def drive(
     """Step `coro` until it finishes, suspends on a future, or asks for a task. `done(result,
     error)` is called exactly once when it ends, possibly before this returns. -> whether it
     already ended (the caller may then go on with the next request in this same callback)."""
+    global _inline
+    outer = _inline
+    _inline = True
     try:
         yielded = coro.send(None)
     except StopIteration as stop:
+        _inline = outer
         done(stop.value, None)
         return True
     except BaseException as exc:  # the handler's own exception: the caller answers for it
+        _inline = outer
         done(None, exc)
         return True
+    _inline = outer
     _suspend(coro, yielded, done, loop)
     return False
 
@@ -74,7 +86,20 @@ def _suspend(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     if yielded is TASK_NEEDED:
-        loop.create_task(_in_task(coro, done))
+        ended = [False]
+
+        def end(result: Any, error: BaseException | None) -> None:
+            ended[0] = True
+            done(result, error)
+
+        def cancelled_early(task: asyncio.Task[None]) -> None:
+            # Cancelled before its first step, the task never ran `_in_task`: close the
+            # coroutine here, so its `finally` blocks run and `done` is still called once.
+            if not ended[0]:
+                coro.close()
+                end(None, asyncio.CancelledError())
+
+        loop.create_task(_in_task(coro, end)).add_done_callback(cancelled_early)
         return
     add = getattr(yielded, "add_done_callback", None)
     if add is None:  # a bare `yield` (asyncio.sleep(0)): step again on the next loop pass

@@ -1,0 +1,143 @@
+"""Answers written once per loop pass, and requests served inline or handed to a task.
+
+The first two tests drive the public listener's protocol directly with a transport that
+records writes: that is the only place the batching can be seen (on a socket the bytes are
+the same). The last drives a real socket through a real gateway, with a real upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.server import HttpProtocol
+from tests.helpers import (
+    TG_SECRET,
+    base_config,
+    raw_exchange,
+    recording_upstream,
+    route,
+    running_gateway,
+    tg_verify,
+)
+
+BODY = b'{"update_id":1}'
+
+
+def forged(path: str, close: bool = False) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: gw\r\nX-Telegram-Bot-Api-Secret-Token: wrong\r\n"
+        f"Content-Length: {len(BODY)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+    ).encode() + BODY
+
+
+class Recording(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def connect(service: Any) -> tuple[HttpProtocol, Recording]:
+    conn = service._http()
+    transport = Recording()
+    conn.connection_made(transport)
+    return conn, transport
+
+
+async def test_answers_are_written_at_the_end_of_the_pass_in_one_write_per_connection() -> None:
+    config = base_config([route("bot", "http://127.0.0.1:9/", verify=tg_verify())])
+    async with running_gateway(config) as gw:
+        pairs = [connect(gw.service) for _ in range(4)]
+        for conn, _ in pairs:
+            conn.data_received(forged("/hook/bot") * 3)  # three pipelined requests each
+        # Answered inline, but nothing is on the wire before this pass of the loop ends.
+        assert all(t.writes == [] for _, t in pairs)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        for _, t in pairs:
+            assert len(t.writes) == 1, t.writes
+            assert t.writes[0].count(b"HTTP/1.1 401 Unauthorized\r\n") == 3
+            assert not t.closed
+        assert await gw.metric("webhook_gateway_requests_total", route="bot", outcome="rejected") == 12
+
+
+async def test_close_writes_what_is_pending_first() -> None:
+    config = base_config([route("bot", "http://127.0.0.1:9/", verify=tg_verify())])
+    async with running_gateway(config) as gw:
+        conn, t = connect(gw.service)
+        conn.data_received(forged("/hook/bot", close=True) + forged("/hook/bot"))
+        # `Connection: close`: the answer goes out, then the close; the second is not served.
+        assert t.closed
+        assert len(t.writes) == 1
+        assert t.writes[0].count(b"HTTP/1.1 401") == 1
+        assert b"Connection: close\r\n" in t.writes[0]
+
+
+async def test_a_pipelined_slow_body_after_a_task_handled_request_still_times_out() -> None:
+    """The first request's body arrives late (so it is served in a task); the second, pipelined
+    behind it, never finishes its body. It is started from the first one's task, and must
+    still get its own task and its own 408, not hang on a deadline bound to a finished task."""
+    async with recording_upstream() as up:
+        config = base_config(
+            [route("bot", up.url, verify=tg_verify())],
+            limits={"body_timeout": "300ms"},
+        )
+        async with running_gateway(config) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.service.public_port)
+            try:
+                head = (
+                    "POST /hook/bot HTTP/1.1\r\nHost: gw\r\n"
+                    f"X-Telegram-Bot-Api-Secret-Token: {TG_SECRET}\r\n"
+                    f"Content-Length: {len(BODY)}\r\n\r\n"
+                ).encode()
+                writer.write(head + BODY[:5])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                second = head.replace(f"Content-Length: {len(BODY)}".encode(), b"Content-Length: 100")
+                writer.write(BODY[5:] + second + b'{"upd')
+                await writer.drain()
+                async with asyncio.timeout(5):
+                    data = b""
+                    while data.count(b"HTTP/1.1 ") < 2:
+                        chunk = await reader.read(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+            finally:
+                writer.close()
+            assert data.startswith(b"HTTP/1.1 200 ")
+            assert b"HTTP/1.1 408 " in data
+            assert [r.body for r in up.received] == [BODY]
+
+
+async def test_a_forwarded_request_over_a_real_socket_still_returns_the_upstream_answer() -> None:
+    async with recording_upstream() as up:
+        config = base_config([route("bot", up.url, verify=tg_verify())])
+        async with running_gateway(config) as gw:
+            head = (
+                "POST /hook/bot HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+                f"X-Telegram-Bot-Api-Secret-Token: {TG_SECRET}\r\n"
+                f"Content-Length: {len(BODY)}\r\n\r\n"
+            ).encode()
+            answer = await raw_exchange(gw.service.public_port, head + BODY)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert [r.body for r in up.received] == [BODY]
