@@ -77,12 +77,15 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_body_size",
+        "_deadline",
         "_eof_body",
         "_head_size",
         "_header_done",
         "_headers",
         "_parser",
         "_reason",
+        "_timer",
+        "_timer_at",
         "_waiter",
         "closed",
         "idle_since",
@@ -96,6 +99,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.keep_alive = False
         self._waiter: asyncio.Future[RawResponse] | None = None
+        self._deadline = 0.0  # loop time the answer in flight must be in by (0: none in flight)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -135,6 +141,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
+        self._stop_timer()
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
@@ -218,15 +225,47 @@ class _Connection(asyncio.Protocol):
         """The deadline passed: fail the request in flight (an answer may still come: abort)."""
         self._fail(UpstreamTimeout("upstream timed out"))
 
+    def arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Expire at `deadline` (loop time) unless disarmed first. One timer per connection,
+        moved forward lazily: with one timeout for every request, a new deadline is never
+        earlier than the armed one, so no timer is made or cancelled per request."""
+        self._deadline = deadline
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._on_timer, loop)
+
+    def disarm(self) -> None:
+        self._deadline = 0.0
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._deadline == 0.0 or self.closed:
+            return
+        if loop.time() >= self._deadline:
+            self.expire()
+            return
+        self._timer_at = self._deadline
+        self._timer = loop.call_at(self._deadline, self._on_timer, loop)
+
     def close(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
+
+    def _stop_timer(self) -> None:
+        self._deadline = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Pool:
@@ -285,7 +324,7 @@ class Pool:
             except TimeoutError:
                 raise UpstreamTimeout("upstream timed out while connecting") from None
         waiter = conn.send(data, loop)
-        timer = loop.call_at(deadline, conn.expire)
+        conn.arm(loop, deadline)
         try:
             response = await waiter
         except BaseException:
@@ -294,7 +333,7 @@ class Pool:
             self._open.discard(conn)
             raise
         finally:
-            timer.cancel()
+            conn.disarm()
         if conn.keep_alive and len(self._idle) < MAX_IDLE_PER_POOL:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
