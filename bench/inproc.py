@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import HMAC_SECRET, TG_SECRET, gateway_conf, loads, telegram_update
-from gateway.app import Service
+from gateway.app import Service, settle_garbage_collector
 from gateway.config import build, parse_yaml
 
 
@@ -116,6 +116,7 @@ async def main_async(args: argparse.Namespace) -> None:
     config = build(parse_yaml(gateway_conf(0, 0, up_port, 1)))
     service = Service(config, log_stream=io.StringIO())
     await service.start()
+    settle_garbage_collector()  # as `webhook-gateway run` does once serving
     try:
         body = telegram_update()
         for name, load in loads(body).items():

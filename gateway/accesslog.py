@@ -14,6 +14,8 @@ from typing import IO, Any
 
 # Rejections beyond this many lines per second are counted and summarised instead of written.
 REJECT_LINES_PER_SECOND = 20
+# One encoder, made once: json.dumps with any option builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 _NOISY = frozenset({"rejected", "rate_limited", "not_found", "bad_request", "overloaded"})
 
 
@@ -76,6 +78,6 @@ class AccessLog:
 
     def _write(self, record: dict[str, Any]) -> None:
         try:
-            self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._stream.write(_encode(record) + "\n")
         except (OSError, ValueError):
             pass  # a closed or full log stream must not fail requests
