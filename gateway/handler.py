@@ -129,9 +129,6 @@ class Gateway:
 
     async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
-        started_hook = getattr(request.protocol, "request_started", None)
-        if started_hook is not None:
-            started_hook()
         snapshot = self.holder.current  # the whole request runs on this snapshot
         if self.inflight >= snapshot.config.max_concurrency:
             self.metrics.requests.labels(NO_ROUTE, "overloaded").inc()

@@ -646,9 +646,6 @@ class HttpProtocol(asyncio.Protocol):
 
     force_close = close  # the name aiohttp's RequestHandler uses
 
-    def request_started(self) -> None:
-        """Kept for handlers written for aiohttp's server: the head deadline already stopped."""
-
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self._closed:
             self._paused = True
