@@ -662,6 +662,13 @@ def table(report: dict) -> str:
     for w in (2, 3, 4):
         row(f"telegram accepted {w}w", "gateway-1w/tg_accepted", f"gateway-{w}w/tg_accepted", None)
         row(f"forged token {w}w", "gateway-1w/tg_forged_token", f"gateway-{w}w/tg_forged_token", None)
+    cpu = [(k, v) for k, v in res.items() if "cpu_user_us" in v]
+    if cpu:
+        lines += ["", "CPU per request of the server under test (user + system, microseconds)"]
+        for k, v in cpu:
+            user, system = v["cpu_user_us"], v["cpu_sys_us"]
+            lines.append(f"  {k:<32} {user:6.1f} + {system:5.1f} = {user + system:6.1f}")
+        lines.append("")
     if "floor/constant_401" in res:
         f, n = res["floor/constant_401"], res.get("nginx/tg_forged_token")
         ratio = f" {f['rps'] / n['rps']:>6.2f} of nginx forged" if n else ""
