@@ -120,6 +120,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         if self._waiter is None:
             # Bytes nobody asked for (an idle connection): the stream is out of step.
             self._fail(UpstreamProtocolError("unsolicited data"))
@@ -143,13 +145,15 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self._stop_timer()
         waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        if self._eof_body and self._header_done:
-            self._complete(keep_alive=False)  # the close is the body's end
-        else:
-            self._waiter = None
-            waiter.set_exception(UpstreamClosed("connection closed before a complete answer"))
+        if waiter is not None and not waiter.done():
+            if self._eof_body and self._header_done:
+                self._complete(keep_alive=False)  # the close is the body's end
+            else:
+                self._waiter = None
+                waiter.set_exception(UpstreamClosed("connection closed before a complete answer"))
+        # The parser holds this connection for its callbacks: break the cycle so a closed
+        # connection is freed by reference counting, not at the collector's next full pass.
+        self._parser = None  # type: ignore[assignment]
 
     # httptools callbacks
 
