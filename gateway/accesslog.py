@@ -39,20 +39,28 @@ class AccessLog:
         self.record({"ts": 0.0, "event": "request", **fields})
 
     def record(self, line: dict[str, Any]) -> None:
-        """One request's line, `ts` and `event` keys first (their values are set here): the
-        request path builds this dict as it goes, so no copy is made per request."""
+        if self.admit(line.get("route"), str(line.get("outcome"))):
+            self.write(line)
+
+    def admit(self, route: str | None, outcome: str) -> bool:
+        """Whether a request with this outcome gets its line: past the burst, a rejection is
+        only counted, for the next `suppressed` summary line."""
         now = self._clock()
         if now - self._window >= 1.0:
             self._flush_summary()
             self._window = now
             self._written = 0
-        outcome = line.get("outcome")
         if outcome in _NOISY:
             if self._written >= self._burst:
-                key = (str(line.get("route")), str(outcome))
+                key = (str(route), outcome)
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return
+                return False
             self._written += 1
+        return True
+
+    def write(self, line: dict[str, Any]) -> None:
+        """An admitted request's line, `ts` and `event` keys first (their values are set here):
+        the request path builds this dict as it goes, so no copy is made per request."""
         line["ts"] = round(self._wall(), 3)
         line["event"] = "request"
         self._write(line)

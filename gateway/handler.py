@@ -109,6 +109,11 @@ class Gateway:
         self.log = log
         self.clock = clock
         self.inflight = 0
+        # One process: the gauge reads `inflight` when scraped, nothing per request. A worker
+        # of several must write its own value to prometheus_client's shared files instead.
+        self._inflight_gauge = metrics.inflight if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+        if self._inflight_gauge is None:
+            metrics.inflight.set_function(lambda: self.inflight)
         # Request ids: a random prefix per process and a counter, unique without a getrandom
         # system call per request.
         prefix = os.urandom(8).hex()
@@ -136,15 +141,17 @@ class Gateway:
             resp.force_close()
             return resp
         self.inflight += 1
-        self.metrics.inflight.inc()
+        gauge = self._inflight_gauge
+        if gauge is not None:
+            gauge.inc()
         try:
             return await self._handle(request, snapshot, started)
         finally:
             self.inflight -= 1
-            self.metrics.inflight.dec()
+            if gauge is not None:
+                gauge.dec()
 
     async def _handle(self, request: Request, snapshot: Snapshot, started: float) -> Reply:
-        request_id = self._request_id()
         peer, client, client_text = resolve(
             request.remote, request.headers.getall("X-Forwarded-For", []), snapshot.trusted
         )
@@ -152,7 +159,7 @@ class Gateway:
         log: dict[str, object] = {
             "ts": 0.0,
             "event": "request",
-            "request_id": request_id,
+            "request_id": None,  # made when needed: forwarded, or its line is written
             "client_ip": client_text,
         }
 
@@ -267,6 +274,7 @@ class Gateway:
                 if decision.reject is not None:
                     return self._reject(route, decision, log, started)
         self._count_failures(route, decision)
+        request_id = log["request_id"] = self._request_id()
         ex = Exchange(request, route, query, client, decision, log, started, request_id)
         ex.replay_key = claim.key if claim is not None else None
         ex.peer_trusted = peer is not None and peer in snapshot.trusted
@@ -493,11 +501,15 @@ class Gateway:
         elapsed = time.perf_counter() - started
         if route is not None:
             route.metrics.duration.observe(elapsed)
-        log["route"] = route.name if route else None
-        log["outcome"] = outcome
-        log["status"] = resp.status
-        log["duration_ms"] = round(elapsed * 1000, 3)
-        self.log.record(log)
+        name = route.name if route else None
+        if self.log.admit(name, outcome):  # a flood's lines are counted, not built
+            if log["request_id"] is None:
+                log["request_id"] = self._request_id()
+            log["route"] = name
+            log["outcome"] = outcome
+            log["status"] = resp.status
+            log["duration_ms"] = round(elapsed * 1000, 3)
+            self.log.write(log)
         return resp
 
 
