@@ -649,6 +649,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.flush()
             self.transport.close()
+        # Closed from here on, before connection_lost: a request pipelined behind the answer
+        # that closed the connection is neither served nor forwarded.
+        self._closed = True
 
     force_close = close  # the name aiohttp's RequestHandler uses
 

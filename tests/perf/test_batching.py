@@ -141,3 +141,25 @@ async def test_a_forwarded_request_over_a_real_socket_still_returns_the_upstream
             answer = await raw_exchange(gw.service.public_port, head + BODY)
             assert answer.startswith(b"HTTP/1.1 200 ")
             assert [r.body for r in up.received] == [BODY]
+
+
+async def test_nothing_pipelined_behind_an_answer_that_closes_is_served() -> None:
+    """A 413 closes the connection; the valid update pipelined behind it in the same read must
+    not reach the upstream (the sender is told nothing about it and will retry)."""
+    async with recording_upstream() as up:
+        config = base_config([route("bot", up.url, verify=tg_verify())], limits={"max_body_bytes": 20})
+        async with running_gateway(config) as gw:
+            conn, t = connect(gw.service)
+            big = b'{"update_id":1,"text":"longer than the limit"}'
+
+            def signed(body: bytes) -> bytes:
+                return (
+                    "POST /hook/bot HTTP/1.1\r\nHost: gw\r\n"
+                    f"X-Telegram-Bot-Api-Secret-Token: {TG_SECRET}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
+
+            conn.data_received(signed(big) + signed(BODY))
+            await asyncio.sleep(0.3)
+            assert t.closed
+            assert [w[:20] for w in t.writes] == [b"HTTP/1.1 413 Request"]
+            assert up.received == []
