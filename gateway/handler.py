@@ -43,11 +43,15 @@ log_ = logging.getLogger("webhook_gateway")
 
 def json_error(status: int, code: str, headers: dict[str, str] | None = None) -> Reply:
     if headers is None:
-        return Reply(status, _error_body(code), _JSON_ONLY)  # shared: replies never edit headers
+        # The header line is written as these bytes: nothing to encode per answer.
+        reply = Reply(status, _error_body(code), _NO_HEADERS)  # shared: replies never edit it
+        reply.raw_head = _JSON_HEAD
+        return reply
     return Reply(status, _error_body(code), headers, content_type=_JSON)
 
 
-_JSON_ONLY = CIMultiDict({"Content-Type": _JSON})
+_NO_HEADERS: CIMultiDict[str] = CIMultiDict()
+_JSON_HEAD = (b"Content-Type: application/json\r\n", False)
 
 
 @functools.cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from gateway.checks import Failure
 from gateway.schemes.base import MISSING, Signed, SigResult, Verifier
 
@@ -24,4 +26,9 @@ class SignatureCheck:
             return None, result.secret_index
         reason = result.reason or "mismatch"
         decisive = not (reason == MISSING and self.allow_missing)
-        return Failure("signature", reason, decisive), None
+        return _failure(reason, decisive), None
+
+
+@functools.cache  # a handful of (reason, decisive) pairs; a flood repeats one of them
+def _failure(reason: str, decisive: bool) -> Failure:
+    return Failure("signature", reason, decisive)

@@ -9,7 +9,7 @@ import hmac
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from multidict import CIMultiDictProxy
 
@@ -22,15 +22,15 @@ MALFORMED = "malformed"
 STALE = "stale"
 
 
-@dataclass(frozen=True, slots=True)
-class SigResult:
+# Both are NamedTuples, immutable like the frozen dataclasses they were: one of each is made
+# per verified request, and a frozen dataclass sets each field through object.__setattr__.
+class SigResult(NamedTuple):
     ok: bool
     reason: str | None = None  # missing | mismatch | malformed | stale
     secret_index: int | None = None  # which configured secret matched, by position
 
 
-@dataclass(frozen=True, slots=True)
-class Signed:
+class Signed(NamedTuple):
     """What a verifier may look at: the raw wire bytes and headers, nothing parsed."""
 
     headers: CIMultiDictProxy[str]
