@@ -52,6 +52,7 @@ BODY_HIGH_WATER = 256 * 1024  # stop reading the socket while this much body wai
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _MALFORMED = b'{"error": "bad_request"}'
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_OWS = " \t\r\n\x0b\x0c"  # what bytes.strip() strips: str.strip() would take more
 _H10 = HttpVersion(1, 0)
 _H11 = HttpVersion(1, 1)
 # Framing is the server's own: these never pass from a reply to the wire.
@@ -221,6 +222,7 @@ class Request:
         version: HttpVersion,
         raw_path: str,
         raw_headers: list[tuple[bytes, bytes]],
+        headers: CIMultiDict[str],
         keep_alive: bool,
         expect_continue: bool,
     ) -> None:
@@ -232,14 +234,7 @@ class Request:
         self.version = version
         self.raw_path = raw_path
         self.raw_headers = raw_headers
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(
-            CIMultiDict(
-                [
-                    (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                    for n, v in raw_headers
-                ]
-            )
-        )
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(headers)
         self.keep_alive = keep_alive
         self.content = Body(protocol, expect_continue)
         self._state: dict[Any, Any] | None = None
@@ -380,6 +375,7 @@ class HttpProtocol(asyncio.Protocol):
         self._stop_parsing = False
         # head being parsed
         self._in_head = False
+        self._head_armed = False  # the head deadline runs (see data_received)
         self._head_size = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -402,10 +398,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._closed or self._stop_parsing:
             return
         if not self._in_head and self._current is None:
-            # The first bytes of a new request start its head clock.
-            self._in_head = True
+            self._in_head = True  # the first bytes of a new request
             self._head_size = 0
-            self._set_deadline(self.server.header_timeout())
+            self._head_armed = False
         if self._in_head:
             self._head_size += len(data)
         try:
@@ -419,8 +414,14 @@ class HttpProtocol(asyncio.Protocol):
             cause = exc.__context__
             self._refuse(cause.status if isinstance(cause, _Refuse) else 400)
         else:
-            if self._in_head and self._head_size > MAX_HEAD:
-                self._refuse(431)
+            if self._in_head:
+                if self._head_size > MAX_HEAD:
+                    self._refuse(431)
+                elif not self._head_armed:
+                    # A head still incomplete after the read that began it: its clock starts
+                    # (a head that arrives whole, the usual case, never needs one).
+                    self._head_armed = True
+                    self._set_deadline(self.server.header_timeout())
         if self._queue and not self.busy:
             self._next()
 
@@ -472,28 +473,25 @@ class HttpProtocol(asyncio.Protocol):
         if version not in ("1.1", "1.0"):
             # llhttp reads `HTTP/2.0` on an HTTP/1 request line: refuse it, in HTTP/1.1.
             raise _Refuse(400)
-        headers = self._headers
-        expect = False
-        codings = hosts = 0
-        for name, value in headers:
-            low = name.lower()
-            if low == b"host":
-                hosts += 1
-            elif low == b"transfer-encoding":
-                # One unambiguous framing: `chunked` alone. llhttp takes `gzip, chunked`, whose
-                # decoded body the upstream would get with nothing saying it is compressed.
-                codings += 1
-                if codings > 1 or value.strip().lower() != b"chunked":
-                    raise _Refuse(400)
-            elif low == b"expect":
-                expect = version == "1.1" and value.strip().lower() == b"100-continue"
+        raw = self._headers
+        headers = CIMultiDict(
+            [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw]
+        )
+        hosts = len(headers.getall("Host", ()))
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _Refuse(400)  # RFC 9112 section 3.2: exactly one Host in HTTP/1.1
+        codings = headers.getall("Transfer-Encoding", None)
+        if codings is not None and (len(codings) > 1 or codings[0].strip(_OWS).lower() != "chunked"):
+            # One unambiguous framing: `chunked` alone. llhttp takes `gzip, chunked`, whose
+            # decoded body the upstream would get with nothing saying it is compressed.
+            raise _Refuse(400)
+        expect = version == "1.1" and headers.get("Expect", "").strip(_OWS).lower() == "100-continue"
         request = Request(
             self,
             p.get_method().decode("ascii"),
             _H11 if version == "1.1" else _H10,
             self._url.decode("utf-8", "surrogateescape"),
+            raw,
             headers,
             p.should_keep_alive() and not self.server.closing,
             expect,
