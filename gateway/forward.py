@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import Upstream
@@ -48,47 +48,26 @@ _DROP_REQUEST_RAW = frozenset(h.encode("ascii") for h in _DROP_REQUEST)
 _DROP_RESPONSE_RAW = frozenset(h.encode("ascii") for h in _DROP_RESPONSE)
 
 
-def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    names: set[str] = set()
-    for value in headers.getall("Connection", ()):
-        for token in value.split(","):
-            token = token.strip().lower()
-            if token:
-                names.add(token)
-    return frozenset(names)
+_NONE: frozenset[bytes] = frozenset()
 
 
-def request_headers(inbound: CIMultiDictProxy[str], extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """Headers for the upstream: inbound minus hop-by-hop and gateway-set, then ours."""
-    listed = connection_listed(inbound) if "Connection" in inbound else frozenset()
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in inbound.items():
-        low = name.lower()
-        if low in _DROP_REQUEST:
-            continue
-        if listed and low in listed:
-            continue
-        out.add(name, value)
-    for name, value in extra:
-        out.add(name, value)
-    return out
-
-
-def _listed_raw(raw: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names a `Connection` header lists (as lowercase bytes): hop-by-hop too."""
-    names: set[bytes] = set()
+def _listed(raw: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names a `Connection` header lists (lowercase bytes): hop-by-hop too."""
+    names: set[bytes] | None = None
     for name, value in raw:
         if name.lower() == b"connection":
+            names = names or set()
             names.update(t.strip().lower() for t in value.split(b","))
+    if names is None:
+        return _NONE  # the usual case: nothing made
     names.discard(b"")
     return frozenset(names)
 
 
-def _has_connection(raw: list[tuple[bytes, bytes]]) -> bool:
-    for name, _ in raw:
-        if len(name) == 10 and name.lower() == b"connection":
-            return True
-    return False
+def _kept(raw: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    """The header lines to pass on, as they came: minus `drop` and what `Connection` names."""
+    listed = _listed(raw)
+    return [(n, v) for n, v in raw if (low := n.lower()) not in drop and low not in listed]
 
 
 def request_head(raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]]) -> bytes:
@@ -96,12 +75,8 @@ def request_head(raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]
     wire: minus hop-by-hop, gateway-set and rewritten ones (and any a `Connection` header
     names, except the gateway-set ones, which are always ours), then the gateway's own.
     No decoding and re-encoding: the bytes the sender signed are the bytes the bot gets."""
-    listed = _listed_raw(raw) if _has_connection(raw) else frozenset()
     parts: list[bytes] = []
-    for name, value in raw:
-        low = name.lower()
-        if low in _DROP_REQUEST_RAW or (listed and low in listed):
-            continue
+    for name, value in _kept(raw, _DROP_REQUEST_RAW):
         parts += (name, b": ", value, b"\r\n")
     for name, text in extra:
         parts += (name.encode("ascii"), b": ", text.encode("utf-8", "surrogateescape"), b"\r\n")
@@ -114,32 +89,28 @@ def request_head(raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]
     return head
 
 
+def request_headers(
+    raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The same headers as `request_head`, as text pairs (what the spool stores)."""
+    kept = [
+        (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+        for n, v in _kept(raw, _DROP_REQUEST_RAW)
+    ]
+    return kept + list(extra)
+
+
 def response_head(raw: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
     """The upstream's header lines for the client, as they came, minus hop-by-hop and
     Content-Length (the server frames the answer itself); and whether they carry a Date."""
-    listed = _listed_raw(raw) if _has_connection(raw) else frozenset()
     parts: list[bytes] = []
     date = False
-    for name, value in raw:
-        low = name.lower()
-        if low in _DROP_RESPONSE_RAW or (listed and low in listed):
-            continue
+    for name, value in _kept(raw, _DROP_RESPONSE_RAW):
         if b"\r" in value or b"\n" in value:
             continue  # llhttp does not pass these; never let one split our answer
-        date = date or low == b"date"
+        date = date or name.lower() == b"date"
         parts += (name, b": ", value, b"\r\n")
     return b"".join(parts), date
-
-
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    listed = connection_listed(upstream) if "Connection" in upstream else frozenset()
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        low = name.lower()
-        if low in _DROP_RESPONSE or (listed and low in listed):
-            continue
-        out.add(name, value)
-    return out
 
 
 @dataclass(slots=True)
@@ -179,26 +150,7 @@ class Forwarder:
         self, upstream: Upstream, query: str, head: bytes, body: bytes, timeout: float
     ) -> RawResponse:
         """POST with header lines already serialised (`request_head`); the answer as it came."""
-        pool, path = self._pool(upstream)
-        target = path + (b"?" + query.encode("utf-8", "surrogateescape") if query else b"")
-        data = b"".join(
-            (
-                b"POST ",
-                target,
-                b" HTTP/1.1\r\nHost: ",
-                pool.target.host_header,
-                b"\r\n",
-                head,
-                b"Content-Length: %d\r\n\r\n" % len(body),
-                body,
-            )
-        )
-        try:
-            return await pool.request(data, timeout)
-        except UpstreamTimeout:
-            raise UpstreamError(True, "upstream timed out") from None
-        except UpstreamFailure as exc:
-            raise UpstreamError(False, type(exc).__name__) from None
+        return await self._exchange(upstream, "POST", query, head, body, timeout)
 
     async def send(
         self,
@@ -209,16 +161,21 @@ class Forwarder:
         timeout: float,
         method: str = "POST",
     ) -> UpstreamResponse:
+        raw = await self._exchange(upstream, method, query, header_lines(headers), body, timeout)
+        return UpstreamResponse(raw.status, raw.reason, response_headers_raw(raw.headers), raw.body)
+
+    async def _exchange(
+        self, upstream: Upstream, method: str, query: str, head: bytes, body: bytes, timeout: float
+    ) -> RawResponse:
         pool, path = self._pool(upstream)
         target = path + (b"?" + query.encode("utf-8", "surrogateescape") if query else b"")
-        data = serialise_request(method, target, pool.target.host_header, headers, body)
+        data = serialise_request(method, target, pool.target.host_header, head, body)
         try:
-            raw = await pool.request(data, timeout)
+            return await pool.request(data, timeout)
         except UpstreamTimeout:
             raise UpstreamError(True, "upstream timed out") from None
         except UpstreamFailure as exc:
             raise UpstreamError(False, type(exc).__name__) from None
-        return UpstreamResponse(raw.status, raw.reason, response_headers_raw(raw.headers), raw.body)
 
     async def close(self) -> None:
         for pool in self._pools.values():
@@ -239,36 +196,41 @@ def _target(upstream: Upstream) -> tuple[Target, bytes]:
     return Target(host, port, upstream.unix_socket, tls, host_header), path
 
 
-def serialise_request(
-    method: str, target: bytes, host: bytes, headers: CIMultiDict[str], body: bytes
-) -> bytes:
-    """The request's bytes: our request line, Host and Content-Length; the headers as given;
-    the body untouched. Header values go back to the exact bytes that came in."""
-    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+def header_lines(headers: CIMultiDict[str]) -> bytes:
+    """Text headers as header lines; values go back to the exact bytes that came in."""
+    parts: list[bytes] = []
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise UpstreamError(False, "header with a line break")  # never split a request
         parts += (name.encode("latin-1"), b": ", value.encode("utf-8", "surrogateescape"), b"\r\n")
-    if body or method not in _NO_BODY_METHODS:
-        parts += (b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n")
-    parts += (b"\r\n", body)
     return b"".join(parts)
+
+
+def serialise_request(method: str, target: bytes, host: bytes, head: bytes, body: bytes) -> bytes:
+    """The request's bytes: our request line, Host and Content-Length; the header lines as
+    given; the body untouched."""
+    length = b"Content-Length: %d\r\n" % len(body) if body or method not in _NO_BODY_METHODS else b""
+    return b"".join(
+        (
+            method.encode("ascii"),
+            b" ",
+            target,
+            b" HTTP/1.1\r\nHost: ",
+            host,
+            b"\r\n",
+            head,
+            length,
+            b"\r\n",
+            body,
+        )
+    )
 
 
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
 def response_headers_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """The upstream's headers for the client: minus hop-by-hop and Content-Length (recomputed)."""
-    listed: frozenset[str] = frozenset()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            listed |= {t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in raw:
-        text = name.decode("latin-1")
-        low = text.lower()
-        if low in _DROP_RESPONSE or (listed and low in listed):
-            continue
-        out.add(text, value.decode("utf-8", "surrogateescape"))
-    return out
+    """The upstream's headers as text: minus hop-by-hop and Content-Length (recomputed)."""
+    return CIMultiDict(
+        (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in _kept(raw, _DROP_RESPONSE_RAW)
+    )

@@ -385,8 +385,7 @@ class Gateway:
             ("X-Webhook-Verdict", decision.verdict()),
         ]
         if route.config.delivery == "spool":
-            headers = request_headers(request.headers, extra)
-            return await self._spool(ex, list(headers.items()), body)
+            return await self._spool(ex, request_headers(request.raw_headers, extra), body)
         up_started = time.perf_counter()
         try:
             head = request_head(request.raw_headers, extra)
