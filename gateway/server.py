@@ -38,6 +38,7 @@ import httptools
 from aiohttp import HttpVersion
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
+from gateway.deadline import Deadline
 from gateway.inline import drive
 
 log = logging.getLogger("webhook_gateway")
@@ -380,9 +381,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         # one timer, re-armed lazily: the head deadline while a head arrives, else keep-alive idle
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._deadline = Deadline(self.loop, self._deadline_passed)
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -428,9 +427,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closed = True
         self.server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         lost = ConnectionResetError("client closed the connection")
         if self._current is not None:
             self._current.content.fail(lost)
@@ -664,29 +661,12 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _set_deadline(self, seconds: float) -> None:
-        """Close the connection `seconds` from now unless re-armed (0: no deadline). One timer
-        serves every request: it is moved forward lazily instead of re-created each time."""
-        if seconds <= 0:
-            self._deadline = 0.0
-            return
-        self._deadline = self.loop.time() + seconds
-        if self._timer is None or self._deadline < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = self._deadline
-            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+        """Close the connection `seconds` from now unless re-armed (0: no deadline)."""
+        self._deadline.set_in(seconds)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._closed or self._deadline == 0.0:
-            return
-        now = self.loop.time()
-        if now >= self._deadline:
-            if not self.busy:
-                self.close()
-            return
-        self._timer_at = self._deadline
-        self._timer = self.loop.call_at(self._deadline, self._on_timer)
+    def _deadline_passed(self) -> None:
+        if not self._closed and not self.busy:
+            self.close()
 
 
 class _ClosedParser:

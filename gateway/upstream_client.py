@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import httptools
 
+from gateway.deadline import Deadline
 from gateway.inline import need_task
 
 IDLE_SECONDS = 4.0
@@ -77,17 +78,15 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_body_size",
-        "_deadline",
         "_eof_body",
         "_head_size",
         "_header_done",
         "_headers",
         "_parser",
         "_reason",
-        "_timer",
-        "_timer_at",
         "_waiter",
         "closed",
+        "deadline",
         "idle_since",
         "keep_alive",
         "transport",
@@ -99,9 +98,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.keep_alive = False
         self._waiter: asyncio.Future[RawResponse] | None = None
-        self._deadline = 0.0  # loop time the answer in flight must be in by (0: none in flight)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        # The answer in flight must be in by then; made with the transport (it needs the loop).
+        self.deadline: Deadline | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -118,6 +116,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.deadline = Deadline(asyncio.get_running_loop(), self.expire)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -229,30 +228,6 @@ class _Connection(asyncio.Protocol):
         """The deadline passed: fail the request in flight (an answer may still come: abort)."""
         self._fail(UpstreamTimeout("upstream timed out"))
 
-    def arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """Expire at `deadline` (loop time) unless disarmed first. One timer per connection,
-        moved forward lazily: with one timeout for every request, a new deadline is never
-        earlier than the armed one, so no timer is made or cancelled per request."""
-        self._deadline = deadline
-        if self._timer is None or deadline < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = loop.call_at(deadline, self._on_timer, loop)
-
-    def disarm(self) -> None:
-        self._deadline = 0.0
-
-    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        if self._deadline == 0.0 or self.closed:
-            return
-        if loop.time() >= self._deadline:
-            self.expire()
-            return
-        self._timer_at = self._deadline
-        self._timer = loop.call_at(self._deadline, self._on_timer, loop)
-
     def close(self) -> None:
         self.closed = True
         self._stop_timer()
@@ -266,10 +241,8 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _stop_timer(self) -> None:
-        self._deadline = 0.0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.deadline is not None:
+            self.deadline.cancel()
 
 
 class Pool:
@@ -328,7 +301,8 @@ class Pool:
             except TimeoutError:
                 raise UpstreamTimeout("upstream timed out while connecting") from None
         waiter = conn.send(data, loop)
-        conn.arm(loop, deadline)
+        assert conn.deadline is not None  # connected
+        conn.deadline.set_at(deadline)
         try:
             response = await waiter
         except BaseException:
@@ -337,7 +311,7 @@ class Pool:
             self._open.discard(conn)
             raise
         finally:
-            conn.disarm()
+            conn.deadline.clear()
         if conn.keep_alive and len(self._idle) < MAX_IDLE_PER_POOL:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
