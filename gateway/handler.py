@@ -17,13 +17,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
 from gateway.checks import Failure
-from gateway.checks.body import TOO_LARGE, BodyTooLarge, read_body
+from gateway.checks.body import TOO_LARGE, BodyTooLarge, body_in_memory, read_body
 from gateway.checks.replay import Claim
 from gateway.clientip import IPAddress, parse_ip, resolve
 from gateway.forward import Forwarder, UpstreamError, request_head, request_headers, response_head
 from gateway.handshake import HandshakeAnswer
 from gateway.inline import need_task
-from gateway.metrics import NO_ROUTE, Metrics
+from gateway.metrics import MULTIPROC_ENV, NO_ROUTE, Metrics
 from gateway.pipeline import Decision, rejection_for
 from gateway.schemes.base import Signed
 from gateway.server import Reply, Request
@@ -115,7 +115,7 @@ class Gateway:
         self.inflight = 0
         # One process: the gauge reads `inflight` when scraped, nothing per request. A worker
         # of several must write its own value to prometheus_client's shared files instead.
-        self._inflight_gauge = metrics.inflight if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+        self._inflight_gauge = metrics.inflight if os.environ.get(MULTIPROC_ENV) else None
         if self._inflight_gauge is None:
             metrics.inflight.set_function(lambda: self.inflight)
         # Request ids: a random prefix per process and a counter, unique without a getrandom
@@ -224,9 +224,7 @@ class Gateway:
             if request.content.done:
                 # Already all in memory (the usual webhook, in the same packets as its head):
                 # no deadline to arm, nothing to wait for.
-                body = request.content.take_all()
-                if len(body) > limits.max_body_bytes:
-                    raise BodyTooLarge
+                body = body_in_memory(request, limits.max_body_bytes)
             else:
                 await need_task  # for the deadline
                 async with asyncio.timeout(limits.body_timeout):

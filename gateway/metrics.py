@@ -55,6 +55,8 @@ _LATENCY_BUCKETS = (
     30,
 )
 NO_ROUTE = "-"
+# Set for each of `workers: N`: prometheus_client then keeps values in shared files there.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:

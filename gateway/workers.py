@@ -33,11 +33,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from gateway.config import Config
+from gateway.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("webhook_gateway")
 
 RESTART_DELAY = 1.0
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Worker:

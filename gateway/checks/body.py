@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from gateway.checks import Failure
+
+if TYPE_CHECKING:
+    from gateway.server import Request
 
 TOO_LARGE = Failure("body", "too_large")
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+def body_in_memory(request: Request, limit: int) -> bytes:
+    """A body that has all arrived (`request.content.done`), at most `limit` bytes: taken in
+    one call, with nothing to wait for."""
+    data = request.content.take_all()
+    if len(data) > limit:
+        raise BodyTooLarge
+    return data
 
 
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
