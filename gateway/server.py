@@ -437,7 +437,7 @@ class HttpProtocol(asyncio.Protocol):
         # The parser holds this protocol for its callbacks, and queued requests hold it too:
         # break those cycles so a closed connection is freed now, by reference counting, not
         # at the collector's next full pass (10,000 closed sockets were 26 MB until then).
-        self._parser = _CLOSED_PARSER
+        self._parser = None  # type: ignore[assignment]  # data_received stops at _closed
         self._queue.clear()
         self._current = None
         if self.busy:
@@ -667,16 +667,6 @@ class HttpProtocol(asyncio.Protocol):
     def _deadline_passed(self) -> None:
         if not self._closed and not self.busy:
             self.close()
-
-
-class _ClosedParser:
-    """Stands in for the parser once the connection is gone: nothing more is parsed."""
-
-    def feed_data(self, data: bytes) -> None:
-        pass
-
-
-_CLOSED_PARSER: Any = _ClosedParser()
 
 
 class _Refuse(Exception):
