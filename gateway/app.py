@@ -89,6 +89,15 @@ class Service:
         self.stopping.set()
 
     @property
+    def serving(self) -> bool:
+        """The public listener accepts, and the last connection it took could be set up."""
+        return (
+            self._listener is not None
+            and self._listener.is_serving()
+            and (self._http is None or self._http.healthy)
+        )
+
+    @property
     def config(self) -> Config:
         return self.holder.current.config
 
@@ -97,10 +106,13 @@ class Service:
         await self.store.start()
         # Before the listener: pending rows resume, and the first request finds the spool open.
         await self.spool.start()
+        limits = lambda: self.holder.current.config.limits  # noqa: E731 - read per connection
         self._http = HttpServer(
             self.gateway,
-            header_timeout=lambda: self.holder.current.config.limits.header_timeout,
+            header_timeout=lambda: limits().header_timeout,
+            max_body_bytes=lambda: limits().max_body_bytes,
             on_malformed=getattr(self.gateway, "malformed", None),
+            on_error=lambda where: self.metrics.listener_errors.labels(where).inc(),
         )
         loop = asyncio.get_running_loop()
         tls = self.certs.context if self.certs is not None else None
@@ -110,6 +122,9 @@ class Service:
             cfg.listen.port,
             backlog=1024,
             ssl=tls,
+            # The TLS handshake counts against header_timeout (as set at start: the listener
+            # is not rebuilt by a reload); asyncio's own default is 60 s.
+            ssl_handshake_timeout=cfg.limits.header_timeout if tls is not None else None,
             reuse_port=self.worker or None,
         )
         self.public_port = int(self._listener.sockets[0].getsockname()[1])
@@ -171,7 +186,7 @@ class Service:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        if not self.ready:
+        if not self.ready or not self.serving:
             return web.json_response({"status": "not ready"}, status=503)
         return web.json_response({"status": "ready"})
 

@@ -8,6 +8,7 @@ Strict and pure: unknown keys are errors, every problem is collected with its lo
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -250,6 +251,10 @@ def parse_duration(value: Any) -> float:
         if not m:
             raise ValueError(f"{value!r} is not a duration (examples: 500ms, 10s, 5m, 24h)")
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if not math.isfinite(seconds):
+        # YAML reads `.nan` and `.inf` as floats: a NaN deadline never compares, an infinite
+        # one is no deadline at all.
+        raise ValueError(f"a duration must be a finite number of seconds, not {value!r}")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds

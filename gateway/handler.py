@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.accesslog import AccessLog
+from gateway.admission import Admission
 from gateway.checks import Failure
 from gateway.checks.body import TOO_LARGE, BodyTooLarge, body_in_memory, read_body
 from gateway.checks.replay import Claim
 from gateway.clientip import IPAddress, parse_ip, resolve
 from gateway.forward import Forwarder, UpstreamError, request_head, request_headers, response_head
 from gateway.handshake import HandshakeAnswer
-from gateway.inline import need_task
 from gateway.metrics import MULTIPROC_ENV, NO_ROUTE, Metrics
 from gateway.pipeline import Decision, rejection_for
 from gateway.schemes.base import Signed
@@ -112,7 +112,7 @@ class Gateway:
         self.metrics = metrics
         self.log = log
         self.clock = clock
-        self.inflight = 0
+        self.admission = Admission()
         # One process: the gauge reads `inflight` when scraped, nothing per request. A worker
         # of several must write its own value to prometheus_client's shared files instead.
         self._inflight_gauge = metrics.inflight if os.environ.get(MULTIPROC_ENV) else None
@@ -136,26 +136,13 @@ class Gateway:
             client_ip=str(client) if client else None,
         )
 
+    @property
+    def inflight(self) -> int:
+        return self.admission.inflight
+
     async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
         snapshot = self.holder.current  # the whole request runs on this snapshot
-        if self.inflight >= snapshot.config.max_concurrency:
-            self.metrics.requests.labels(NO_ROUTE, "overloaded").inc()
-            resp = json_error(503, "overloaded", {"Retry-After": "1"})
-            resp.force_close()
-            return resp
-        self.inflight += 1
-        gauge = self._inflight_gauge
-        if gauge is not None:
-            gauge.inc()
-        try:
-            return await self._handle(request, snapshot, started)
-        finally:
-            self.inflight -= 1
-            if gauge is not None:
-                gauge.dec()
-
-    async def _handle(self, request: Request, snapshot: Snapshot, started: float) -> Reply:
         peer, client, client_text = resolve(
             request.remote, request.headers.getall("X-Forwarded-For", []), snapshot.trusted
         )
@@ -191,6 +178,37 @@ class Gateway:
                 started,
             )
 
+        # This route's share of max_concurrency (gateway/admission.py), held to the answer.
+        slot = self.admission.admit(route.name, snapshot.config.max_concurrency, len(snapshot.routes))
+        if slot is None:
+            route.metrics.requests["overloaded"].inc()
+            resp = json_error(503, "overloaded", {"Retry-After": "1"})
+            resp.force_close()
+            return self._done(resp, route, "overloaded", log, started)
+        gauge = self._inflight_gauge
+        if gauge is not None:
+            gauge.inc()
+        try:
+            return await self._checked(
+                request, snapshot, route, query, peer, client, client_text, log, started
+            )
+        finally:
+            self.admission.release(slot)
+            if gauge is not None:
+                gauge.dec()
+
+    async def _checked(
+        self,
+        request: Request,
+        snapshot: Snapshot,
+        route: Route,
+        query: str,
+        peer: IPAddress | None,
+        client: IPAddress | None,
+        client_text: str | None,
+        log: dict[str, object],
+        started: float,
+    ) -> Reply:
         decision = Decision()
         if route.source is not None:
             try:
@@ -204,8 +222,6 @@ class Gateway:
             if decision.reject is not None:
                 return self._reject(route, decision, log, started)
         on_store_error = snapshot.config.store.on_store_error
-        if (route.rate_limit is not None or route.replay is not None) and not self.store.inline:
-            await need_task  # store I/O runs under timeouts of its own, which need a task
         if route.rate_limit is not None:
             # On the client IP, before a byte of body is read or verified.
             decision.add(await self._rate_admit(route, client, on_store_error))
@@ -226,7 +242,6 @@ class Gateway:
                 # no deadline to arm, nothing to wait for.
                 body = body_in_memory(request, limits.max_body_bytes)
             else:
-                await need_task  # for the deadline
                 async with asyncio.timeout(limits.body_timeout):
                     body = await read_body(request, limits.max_body_bytes)
         except BodyTooLarge:
@@ -409,7 +424,6 @@ class Gateway:
         try:
             if self.spool is None:
                 raise SpoolError("unavailable", "no spool in this gateway")
-            await need_task  # the commit waits on the spool's writer thread
             stored = await self.spool.accept(route, ex.query, headers, body, key=ex.replay_key)
         except SpoolError as exc:
             # Fail closed: the sender retries a 503, and nothing it was told is stored is lost.

@@ -124,6 +124,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",  # with workers: the sum over the live ones
         )
+        self.listener_errors = Counter(
+            "webhook_gateway_listener_errors",
+            "Connections the public listener closed after an error of its own, by where it happened.",
+            ["where"],
+            registry=r,
+        )
         self.tls_certificate_expiry = Gauge(
             "webhook_gateway_tls_certificate_expiry_timestamp_seconds",
             "notAfter of the certificate served for each server name (SAN), as unix time.",

@@ -1,32 +1,30 @@
-"""The public listener: a small HTTP/1.1 server on llhttp (httptools), below aiohttp's web layer.
+"""The public listener: a small HTTP/1.1 server on llhttp (httptools). Why our own and not
+aiohttp's: docs/decisions/0001-own-listener.md.
 
-Why not aiohttp's server: per request it builds a URL object, a payload stream, a request with
-a dozen lazily cached properties and a response pipeline with hooks; with the gateway's own
-work being a header compare or one HMAC, that machinery was most of the time a request cost
-(see "Performance" in README.md). This server does what a webhook listener needs and no more:
+What a client can cost, and how it is bounded (README, "Limits and flow control"):
 
-- one request at a time per connection, in order (pipelined requests queue behind it);
-- deadlines aiohttp lacks: the request head must arrive within `header_timeout`; an idle
-  keep-alive connection is closed after `KEEPALIVE_TIMEOUT` (the body deadline is the
-  handler's, around its read);
-- limits on the request line, each header, the number of headers and the whole head;
-- anything llhttp refuses, and any HTTP version but 1.0 and 1.1, is a JSON 400 on a connection
-  that then closes; nothing from the request is echoed or logged (a header may hold a secret);
-- a body the handler did not read to the end ends the connection after the answer, so a
-  half-read body is never parsed as the next request;
-- `Expect: 100-continue` is answered only when the handler starts reading the body, so a
-  request rejected on its headers never sends its body.
-
-The handler receives a `Request` (the attributes of aiohttp's `BaseRequest` it uses, same
-names) and returns a `Reply` (or anything with `status`, `reason`, `headers`, `body` and
-`keep_alive`, such as an aiohttp `web.Response`).
+- one request is served at a time per connection, in order. While one is being served and the
+  next head is complete, reading stops (uvicorn's flow control), and bytes already read wait
+  unparsed: one read is parsed `SLICE` bytes at a time, so at most one slice of pipelined
+  requests is ever turned into objects;
+- the next request is not started while the answers already written wait in the transport
+  above its high-water mark (`pause_writing`): a client that never reads costs one buffer;
+- a body is one growing buffer, refused past `max_body_bytes`, and its bytes on the wire
+  (chunk framing, trailers) past that plus `FRAMING_ALLOWANCE`; trailers are dropped;
+- a deadline is armed whenever the connection waits on the client: the head must arrive within
+  `header_timeout` (also behind a request in progress: the connection then closes after that
+  request's answer), an idle keep-alive connection or one whose client does not read its
+  answers closes after `KEEPALIVE_TIMEOUT`. The body deadline is the handler's;
+- anything llhttp refuses, any version but 1.0 and 1.1, an Upgrade or CONNECT, and the limits
+  of the request line, header fields and head are a JSON 4xx on a connection that then closes;
+  nothing from the request is echoed or logged (a header may hold a secret);
+- an error of ours inside the protocol closes that connection and is counted, never leaks it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -36,33 +34,45 @@ from typing import Any, Protocol
 
 import httptools
 from aiohttp import HttpVersion
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.deadline import Deadline
-from gateway.inline import drive
 
 log = logging.getLogger("webhook_gateway")
 
-KEEPALIVE_TIMEOUT = 75.0  # how long an idle keep-alive connection may wait for its next request
-MAX_LINE = 8190  # request line (method, target, version)
+KEEPALIVE_TIMEOUT = 75.0  # idle keep-alive, or a client that does not read its answers
+MAX_LINE = 8190  # request target
 MAX_FIELD = 8190  # one header name or value
 MAX_HEADERS = 100
-MAX_HEAD = 64 * 1024  # the whole request head
-BODY_HIGH_WATER = 256 * 1024  # stop reading the socket while this much body waits unread
+MAX_HEAD = 64 * 1024  # the whole request head; also the trailers, which are dropped
+SLICE = 8 * 1024  # one read is parsed this much at a time (see the module docstring)
+FRAMING_ALLOWANCE = 64 * 1024  # chunk framing and trailers a body may add on the wire
+WRITE_HIGH_WATER = 64 * 1024  # answers made in one loop pass before the next request waits
+# (the transport's own high-water mark, 64 KiB by default in asyncio and uvloop, pauses us too)
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
-_MALFORMED = b'{"error": "bad_request"}'
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _OWS = " \t\r\n\x0b\x0c"  # what bytes.strip() strips: str.strip() would take more
 _H10 = HttpVersion(1, 0)
 _H11 = HttpVersion(1, 1)
 # Framing is the server's own: these never pass from a reply to the wire.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+# What the server itself refuses, with the error code of its JSON body.
+_REFUSALS = {
+    400: "bad_request",
+    413: "body_too_large",
+    414: "uri_too_long",
+    431: "header_fields_too_large",
+}
+
+
+class BodyTooLarge(Exception):
+    """The body, or its bytes on the wire, went over the limit."""
 
 
 class Reply:
-    """An answer to write: status, headers, body bytes. Cheaper than aiohttp's `web.Response`,
-    with the same attribute names, so either can be returned by the handler."""
+    """An answer to write: status, headers, body bytes. Attribute names follow aiohttp's
+    `web.Response`, so either can be returned by the handler."""
 
     __slots__ = ("body", "headers", "keep_alive", "raw_head", "reason", "status")
 
@@ -77,7 +87,7 @@ class Reply:
         self.status = status
         self.reason = reason
         self.body = body
-        # A CIMultiDict is taken as it is (the upstream's answer: no copy), others are copied.
+        # A CIMultiDict is taken as it is (no copy), others are copied.
         h = headers if isinstance(headers, CIMultiDict) else CIMultiDict(headers or ())
         if content_type is not None:
             h["Content-Type"] = content_type
@@ -92,37 +102,67 @@ class Reply:
 
 
 class Body:
-    """The request body as it arrives: `readexactly`, `readany` and `read`, like aiohttp's
-    payload stream, over the chunks llhttp hands over (de-chunked, never decompressed)."""
+    """The request body as it arrives (de-chunked, never decompressed): one buffer, complete
+    when llhttp says so. The handler awaits `read()` for all of it."""
 
-    __slots__ = ("_conn", "_continue", "_error", "_parts", "_size", "_waiter", "done", "malformed")
+    __slots__ = (
+        "_buf",
+        "_conn",
+        "_continue",
+        "_first",
+        "_limit",
+        "_waiter",
+        "done",
+        "error",
+        "malformed",
+        "size",
+        "wire",
+    )
 
-    def __init__(self, conn: HttpProtocol, expect_continue: bool) -> None:
+    def __init__(self, conn: HttpProtocol, expect_continue: bool, limit: int) -> None:
         self._conn = conn
-        self._parts: collections.deque[bytes] = collections.deque()
-        self._size = 0
+        self._limit = limit
+        self._first = b""  # the body while it is one piece (the usual case: never copied)
+        self._buf: bytearray | None = None  # from the second piece on
         self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
         self._continue = expect_continue
+        self.size = 0  # body bytes
+        self.wire = 0  # bytes read while this body was arriving: framing and trailers too
         self.done = False
-        self.malformed = False  # the body's framing broke (bad chunk): the server answers 400
+        self.error: BaseException | None = None
+        self.malformed = False  # the framing broke (bad chunk): the server answers 400
 
     # fed by the protocol
 
     def feed(self, data: bytes) -> None:
-        self._parts.append(data)
-        self._size += len(data)
-        if self._size > BODY_HIGH_WATER:
-            self._conn.pause()
-        self._wake()
+        if self.error is not None:
+            return  # refused already: nothing more is kept
+        self.size += len(data)
+        if self.size > self._limit:
+            self.fail(BodyTooLarge())
+        elif self._buf is not None:
+            self._buf += data
+        elif not self._first:
+            self._first = data
+        else:
+            self._buf = bytearray(self._first)
+            self._buf += data
+            self._first = b""
+
+    def count_wire(self, n: int) -> None:
+        self.wire += n
+        if self.wire > self._limit + FRAMING_ALLOWANCE and not self.done:
+            self.fail(BodyTooLarge())
 
     def finish(self) -> None:
         self.done = True
         self._wake()
 
     def fail(self, exc: BaseException) -> None:
-        if not self.done:
-            self._error = exc
+        if not self.done and self.error is None:
+            self.error = exc
+            self._first = b""
+            self._buf = None
             self._wake()
 
     def _wake(self) -> None:
@@ -132,87 +172,43 @@ class Body:
 
     # read by the handler
 
-    async def _wait(self) -> None:
-        if self._continue:
-            self._continue = False
-            self._conn.write_raw(_CONTINUE)
-        self._waiter = self._conn.loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def _take(self) -> bytes:
-        data = self._parts.popleft()
-        self._size -= len(data)
-        if self._size <= BODY_HIGH_WATER // 4:
-            self._conn.resume()
-        return data
-
-    async def readany(self) -> bytes:
-        while not self._parts:
-            if self.done:
-                return b""
-            if self._error is not None:
-                raise self._error
-            await self._wait()
-        return self._take()
-
-    async def readexactly(self, n: int) -> bytes:
-        chunks: list[bytes] = []
-        got = 0
-        while got < n:
-            if not self._parts:
-                if self.done or self._error is not None:
-                    raise asyncio.IncompleteReadError(b"".join(chunks), n)
-                await self._wait()
-                continue
-            data = self._take()
-            if got + len(data) > n:  # never happens with Content-Length framing; kept exact
-                keep = n - got
-                self._parts.appendleft(data[keep:])
-                self._size += len(data) - keep
-                data = data[:keep]
-            chunks.append(data)
-            got += len(data)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    async def read(self) -> bytes:
+        """The whole body, once it is all in. Raises what failed it: `BodyTooLarge`, or a
+        `ConnectionError` when the client left or broke the framing."""
+        while self.error is None and not self.done:
+            if self._continue:
+                self._continue = False
+                self._conn.write_raw(_CONTINUE)
+            self._waiter = self._conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.take_all()
 
     def take_all(self) -> bytes:
-        """Once `done`: the whole body at once, with no coroutine to step."""
+        """Once `done`: the whole body at once, with nothing to wait for."""
+        if self.error is not None:
+            raise self.error
         assert self.done
-        parts = self._parts
-        if not parts:
-            return b""
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        parts.clear()
-        self._size = 0
-        self._conn.resume()
+        data = self._first if self._buf is None else bytes(self._buf)
+        self._first = b""
+        self._buf = None
         return data
-
-    async def read(self) -> bytes:
-        chunks = []
-        while True:
-            data = await self.readany()
-            if not data:
-                return b"".join(chunks)
-            chunks.append(data)
 
 
 class Request:
     """One parsed request. Attribute names follow aiohttp's `BaseRequest` where they overlap."""
 
     __slots__ = (
-        "_state",
         "content",
         "headers",
         "keep_alive",
         "method",
-        "protocol",
         "raw_headers",
         "raw_path",
         "remote",
         "secure",
-        "transport",
         "version",
     )
 
@@ -226,9 +222,8 @@ class Request:
         headers: CIMultiDict[str],
         keep_alive: bool,
         expect_continue: bool,
+        body_limit: int,
     ) -> None:
-        self.protocol = protocol
-        self.transport = protocol.transport
         self.remote = protocol.remote
         self.secure = protocol.secure
         self.method = method
@@ -237,39 +232,12 @@ class Request:
         self.raw_headers = raw_headers
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(headers)
         self.keep_alive = keep_alive
-        self.content = Body(protocol, expect_continue)
-        self._state: dict[Any, Any] | None = None
-
-    @property
-    def path(self) -> str:
-        return self.raw_path.partition("?")[0]
-
-    @property
-    def query_string(self) -> str:
-        return self.raw_path.partition("?")[2]
-
-    @property
-    def query(self) -> MultiDictProxy[str]:
-        from urllib.parse import parse_qsl
-
-        return MultiDictProxy(MultiDict(parse_qsl(self.query_string, keep_blank_values=True)))
+        self.content = Body(protocol, expect_continue, body_limit)
 
     @property
     def content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
         return int(value) if value is not None else None  # llhttp accepted it: digits only
-
-    async def read(self) -> bytes:
-        return await self.content.read()
-
-    # A little per-request state, like aiohttp's request mapping.
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self._state.get(key, default) if self._state else default
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if self._state is None:
-            self._state = {}
-        self._state[key] = value
 
 
 class Answer(Protocol):
@@ -308,22 +276,26 @@ class HttpServer:
         self,
         handler: Handler,
         header_timeout: Callable[[], float],
+        max_body_bytes: Callable[[], int],
         on_malformed: Callable[[str | None, int], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.handler = handler
         self.header_timeout = header_timeout
+        self.max_body_bytes = max_body_bytes
         self.on_malformed = on_malformed
+        self.on_error = on_error  # an error of ours closed a connection (counted by the caller)
         self.connections: set[HttpProtocol] = set()
         self.closing = False
         self.dates = _Dates()
+        # False from a connection that could not be set up until one that could: /readyz.
+        self.healthy = True
         self._idle = asyncio.Event()
         self._unflushed: list[HttpProtocol] = []  # connections with answers not yet written
 
     def defer_write(self, conn: HttpProtocol) -> None:
-        """`conn` has an answer to send: written once this pass of the event loop has parsed
-        every connection that was readable. Answers go out back to back, so the client side is
-        woken once per burst instead of once per answer: on a VM each wake-up of a sleeping
-        peer is an interprocessor interrupt, which cost more than the request itself."""
+        """`conn` has an answer to send: written once this pass of the event loop is over, with
+        every other answer made in it (why: docs/decisions/0002-write-batching.md)."""
         if not self._unflushed:
             asyncio.get_running_loop().call_soon(self._flush)
         self._unflushed.append(conn)
@@ -332,9 +304,20 @@ class HttpServer:
         conns, self._unflushed = self._unflushed, []
         for conn in conns:
             conn.flush()
+            conn.flushed()
 
     def __call__(self) -> HttpProtocol:
         return HttpProtocol(self)
+
+    def failed(self, where: str, conn: HttpProtocol) -> None:
+        """An exception of ours inside `conn`: logged and counted, the connection aborted."""
+        log.exception("listener error in %s", where)
+        if self.on_error is not None:
+            try:
+                self.on_error(where)
+            except Exception:
+                log.exception("on_error failed")
+        conn.abort()
 
     def busy_changed(self) -> None:
         if self.closing and not any(c.busy for c in self.connections):
@@ -369,60 +352,57 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._queue: collections.deque[Request | int] = collections.deque()  # int: refuse status
         self._current: Request | None = None  # the request whose body is arriving
-        self._serving = False  # inside _next: answers written meanwhile do not re-enter it
+        self._unparsed: collections.deque[bytes] = collections.deque()  # read, waiting to be parsed
         self._out: list[bytes] = []  # written by flush, once per loop pass
+        self._out_size = 0
         self._closed = False
-        self._paused = False
-        self._stop_parsing = False
+        self._read_paused = False
+        self._write_paused = False
+        self._stop_parsing = False  # nothing more is parsed: refused, or a head timed out
         # head being parsed
         self._in_head = False
-        self._head_armed = False  # the head deadline runs (see data_received)
-        self._head_size = 0
+        self._head_size = 0  # bytes read since the head began (over-counts by one slice at most)
+        self._head_started = 0.0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        # one timer, re-armed lazily: the head deadline while a head arrives, else keep-alive idle
+        self._trailer_size = 0
+        # One timer, re-armed lazily: what the connection waits for decides which deadline.
         self._deadline = Deadline(self.loop, self._deadline_passed)
+        self._idle_since = 0.0
+        self._idle_timeout = 0.0  # header_timeout until a first answer, then KEEPALIVE_TIMEOUT
+        self._write_paused_since = 0.0
 
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.remote = peer[0] if isinstance(peer, tuple) and peer else None
-        self.secure = transport.get_extra_info("sslcontext") is not None
-        self.server.connections.add(self)
-        self._set_deadline(self.server.header_timeout())
+        try:
+            peer = transport.get_extra_info("peername")
+            self.remote = peer[0] if isinstance(peer, tuple) and peer else None
+            self.secure = transport.get_extra_info("sslcontext") is not None
+            self.server.connections.add(self)
+            self._idle_since = self.loop.time()
+            self._idle_timeout = self.server.header_timeout()
+            self._rearm()
+        except Exception:
+            self.server.healthy = False
+            self.server.failed("connection_made", self)
+        else:
+            self.server.healthy = True
 
     def data_received(self, data: bytes) -> None:
         if self._closed or self._stop_parsing:
             return
-        if not self._in_head and self._current is None:
-            self._in_head = True  # the first bytes of a new request
-            self._head_size = 0
-            self._head_armed = False
-        if self._in_head:
-            self._head_size += len(data)
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # An Upgrade/CONNECT request: it is answered (or refused) like any other, then
-            # the connection ends; bytes after it belong to a protocol we do not speak.
-            self._stop_parsing = True
-        except httptools.HttpParserError as exc:
-            # A limit of ours raised inside a callback arrives as the error's context.
-            cause = exc.__context__
-            self._refuse(cause.status if isinstance(cause, _Refuse) else 400)
-        else:
-            if self._in_head:
-                if self._head_size > MAX_HEAD:
-                    self._refuse(431)
-                elif not self._head_armed:
-                    # A head still incomplete after the read that began it: its clock starts
-                    # (a head that arrives whole, the usual case, never needs one).
-                    self._head_armed = True
-                    self._set_deadline(self.server.header_timeout())
-        if self._queue and not self.busy:
-            self._next()
+            if self._unparsed or self._read_paused:
+                self._unparsed.append(data)  # arrived before pause_reading took effect
+            else:
+                self._parse(data)
+            if self._queue and not self.busy:
+                self._next()  # a refusal queued by this read
+            self._rearm()
+        except Exception:
+            self.server.failed("data_received", self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closed = True
@@ -435,21 +415,98 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(item, Request):
                 item.content.fail(lost)
         # The parser holds this protocol for its callbacks, and queued requests hold it too:
-        # break those cycles so a closed connection is freed now, by reference counting, not
-        # at the collector's next full pass (10,000 closed sockets were 26 MB until then).
+        # break those cycles so a closed connection is freed now by reference counting.
         self._parser = None  # type: ignore[assignment]  # data_received stops at _closed
         self._queue.clear()
+        self._unparsed.clear()
         self._current = None
         if self.busy:
             return  # the handler finishes on its own; its answer goes nowhere
         self.server.busy_changed()
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._write_paused_since = self.loop.time()
+        self._rearm()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        try:
+            self._next()
+            self._resume_parsing()
+            self._rearm()
+        except Exception:
+            self.server.failed("resume_writing", self)
+
+    # ------------------------------------------------------------ parsing
+
+    def _parse(self, data: bytes) -> None:
+        """Feed `data` to llhttp a slice at a time; stop, keeping the rest, once the request
+        stream must wait (see `_must_wait`)."""
+        view = memoryview(data) if len(data) > SLICE else None
+        start = 0
+        while start < len(data):
+            if self._must_wait():
+                rest = data[start:]
+                self._unparsed.append(rest)
+                self._pause_reading()
+                return
+            piece = data if view is None else view[start : start + SLICE]
+            start += SLICE
+            self._feed(piece)
+            if self._closed or self._stop_parsing:
+                return
+
+    def _feed(self, piece: bytes | memoryview) -> None:
+        body = self._current  # a body in progress owns the bytes of this piece (and framing)
+        try:
+            self._parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            # Upgrade or CONNECT: no protocol but HTTP/1.1 is spoken here, and the body of
+            # such a request is not framed for llhttp. Refused, never forwarded without it.
+            self._refuse(400)
+            return
+        except httptools.HttpParserError as exc:
+            # A limit of ours raised inside a callback arrives as the error's context.
+            cause = exc.__context__
+            self._refuse(cause.status if isinstance(cause, _Refuse) else 400)
+            return
+        if body is not None:
+            body.content.count_wire(len(piece))
+        if self._in_head:
+            self._head_size += len(piece)
+            if self._head_size > MAX_HEAD + SLICE:
+                self._refuse(431)
+
+    def _must_wait(self) -> bool:
+        """Parse no further for now: a request is served and the next one is already queued,
+        the answers already written wait for the client to read them, or the server closes."""
+        return (self.busy and bool(self._queue)) or self._write_paused or self._out_size > WRITE_HIGH_WATER
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self._closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_parsing(self) -> None:
+        """The request stream may go on: parse what waits, then read again."""
+        while self._unparsed and not self._must_wait() and not self._closed and not self._stop_parsing:
+            self._parse(self._unparsed.popleft())
+        if self._unparsed or self._must_wait() or self._closed or self._stop_parsing:
+            return
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
     # ------------------------------------------------------------ llhttp callbacks
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._head_size = 0
+        self._head_started = self.loop.time()
         self._url = b""
         self._headers = []
+        self._trailer_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -457,6 +514,12 @@ class HttpProtocol(asyncio.Protocol):
             raise _Refuse(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            # A trailer field (after a chunked body): read and dropped, never a header.
+            self._trailer_size += len(name) + len(value)
+            if self._trailer_size > MAX_HEAD:
+                raise _Refuse(431)
+            return
         if len(name) > MAX_FIELD or len(value) > MAX_FIELD:
             raise _Refuse(431)
         if len(self._headers) >= MAX_HEADERS:
@@ -470,6 +533,8 @@ class HttpProtocol(asyncio.Protocol):
         if version not in ("1.1", "1.0"):
             # llhttp reads `HTTP/2.0` on an HTTP/1 request line: refuse it, in HTTP/1.1.
             raise _Refuse(400)
+        if p.should_upgrade():
+            raise _Refuse(400)  # Upgrade with `Connection: upgrade`, or CONNECT: see _feed
         raw = self._headers
         headers = CIMultiDict(
             [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw]
@@ -482,6 +547,8 @@ class HttpProtocol(asyncio.Protocol):
             # One unambiguous framing: `chunked` alone. llhttp takes `gzip, chunked`, whose
             # decoded body the upstream would get with nothing saying it is compressed.
             raise _Refuse(400)
+        length = headers.get("Content-Length")
+        limit = self.server.max_body_bytes()
         expect = version == "1.1" and headers.get("Expect", "").strip(_OWS).lower() == "100-continue"
         request = Request(
             self,
@@ -491,11 +558,14 @@ class HttpProtocol(asyncio.Protocol):
             raw,
             headers,
             p.should_keep_alive() and not self.server.closing,
-            expect,
+            # Over the limit by its Content-Length: refused on its head, never sent a 100.
+            expect and (length is None or int(length) <= limit),
+            limit,
         )
         self._current = request
-        self._set_deadline(0.0)  # the head is in: no deadline until the answer is written
-        self._queue.append(request)  # served once this read is parsed: its body may be in it
+        self._queue.append(request)
+        if not self.busy:
+            self._next()  # its task runs once this read is parsed: a body in it is then in
 
     def on_body(self, body: bytes) -> None:
         if self._current is not None:
@@ -509,55 +579,60 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ serving
 
     def _next(self) -> None:
-        """Serve what is queued, in order, one request at a time. A handler that finishes
-        without waiting (a rejection, mostly) is answered within this call."""
-        if self._serving:
-            return  # called back from an answer written inside the loop below
-        self._serving = True
-        try:
-            while self._queue and not self.busy and not self._closed:
-                item = self._queue.popleft()
-                if isinstance(item, int):
-                    self._write_refusal(item)
-                    return
-                self.busy = True
-                drive(self._handle(item), functools.partial(self._answered, item), self.loop)
-        finally:
-            self._serving = False
-        if not self.busy and not self._closed:
-            if self._stop_parsing:
-                self.close()
-            elif not self._in_head and self._current is None:
-                self._set_deadline(KEEPALIVE_TIMEOUT)
+        """Start the next queued request (one at a time, in order), unless the answers already
+        written wait for the client to read them."""
+        if self.busy or self._closed or not self._queue or self._write_paused:
+            return
+        item = self._queue.popleft()
+        if isinstance(item, int):
+            self._write_refusal(item)
+            return
+        self.busy = True
+        self.loop.create_task(self._serve(item))
 
-    def _answered(self, request: Request, reply: Answer | None, error: BaseException | None) -> None:
+    async def _serve(self, request: Request) -> None:
+        reply: Answer | None = None
+        try:
+            reply = await self.server.handler(request)
+        except asyncio.CancelledError:
+            log.error("handler ended without an answer: cancelled")
+            raise
+        except Exception:
+            log.exception("handler failed")
+            reply = Reply(500, b'{"error": "internal"}', content_type="application/json")
+            reply.force_close()
+        finally:
+            self._answered(request, reply)
+
+    def _answered(self, request: Request, reply: Answer | None) -> None:
         keep = False
         try:
-            if error is not None or reply is None:
-                # Not even a 500 could be made (the handler was cancelled): end the connection.
-                log.error("handler ended without an answer: %s", type(error).__name__)
+            if reply is None:
+                pass  # cancelled: the connection ends
             elif request.content.malformed:
                 # Its body broke llhttp's framing: the answer is the plain 400 (queued next),
                 # whatever the handler made of a body it could not finish.
                 keep = True
             else:
                 keep = self._write_reply(request, reply)
+        except Exception:
+            log.exception("writing the answer failed")
         finally:
             self.busy = False
             self.server.busy_changed()
+        if self._closed:
+            return
         if not keep:
             self.close()
             return
-        self._next()
-
-    async def _handle(self, request: Request) -> Answer:
         try:
-            return await self.server.handler(request)
+            self._idle_since = self.loop.time()
+            self._idle_timeout = KEEPALIVE_TIMEOUT
+            self._next()
+            self._resume_parsing()
+            self._rearm()
         except Exception:
-            log.exception("handler failed")
-            reply = Reply(500, b'{"error": "internal"}', content_type="application/json")
-            reply.force_close()
-            return reply
+            self.server.failed("serving", self)
 
     def _write_reply(self, request: Request, reply: Answer) -> bool:
         """Write the answer; -> whether the connection stays open for another request."""
@@ -604,6 +679,7 @@ class HttpProtocol(asyncio.Protocol):
         """The request stream cannot be parsed: answer `status` after what is queued, close."""
         self._stop_parsing = True
         self._in_head = False
+        self._unparsed.clear()
         if self._current is not None:
             self._current.content.malformed = True
             self._current.content.fail(ConnectionResetError("malformed request"))
@@ -617,11 +693,43 @@ class HttpProtocol(asyncio.Protocol):
             except Exception:
                 log.exception("on_malformed failed")
         reason = _REASONS.get(status, "Bad Request").encode("ascii")
+        body = b'{"error": "%s"}' % _REFUSALS.get(status, "bad_request").encode("ascii")
+        date = self.server.dates.now()
         self.write_raw(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\nDate: %s\r\n\r\n%s"
-            % (status, reason, len(_MALFORMED), self.server.dates.now(), _MALFORMED)
+            b"Connection: close\r\nDate: %s\r\n\r\n%s" % (status, reason, len(body), date, body)
         )
+        self.close()
+
+    # ------------------------------------------------------------ deadlines
+
+    def _rearm(self) -> None:
+        """Arm the deadline for what the connection now waits on (the client, or nobody)."""
+        if self._closed:
+            return
+        if self._write_paused:
+            # The client does not read what it was sent.
+            self._deadline.set_at(self._write_paused_since + KEEPALIVE_TIMEOUT)
+        elif self._in_head:
+            # A head has begun and is not complete: the clock runs whatever else is going on.
+            self._deadline.set_at(self._head_started + self.server.header_timeout())
+        elif self.busy or self._queue or self._current is not None:
+            # The handler waits (on the body under its own deadline, or on the upstream).
+            self._deadline.clear()
+        else:
+            self._deadline.set_at(self._idle_since + self._idle_timeout)
+
+    def _deadline_passed(self) -> None:
+        if self._closed:
+            return
+        if self.busy:
+            # A head that began behind the request in progress never finished: that request
+            # is answered, and the connection then closes (its answer says so).
+            self._stop_parsing = True
+            self._in_head = False
+            self._unparsed.clear()
+            self._pause_reading()
+            return
         self.close()
 
     # ------------------------------------------------------------ transport helpers
@@ -632,13 +740,26 @@ class HttpProtocol(asyncio.Protocol):
             if not self._out:
                 self.server.defer_write(self)
             self._out.append(data)
+            self._out_size += len(data)
 
     def flush(self) -> None:
         out = self._out
         if out:
             self._out = []
+            self._out_size = 0
             if self.transport is not None and not self._closed:
                 self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def flushed(self) -> None:
+        """After the loop's flush: parsing that waited for these answers to go out goes on."""
+        if self._closed or self.busy or self._write_paused or not (self._queue or self._unparsed):
+            return
+        try:
+            self._next()
+            self._resume_parsing()
+            self._rearm()
+        except Exception:
+            self.server.failed("flush", self)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -647,26 +768,14 @@ class HttpProtocol(asyncio.Protocol):
         # Closed from here on, before connection_lost: a request pipelined behind the answer
         # that closed the connection is neither served nor forwarded.
         self._closed = True
+        self._deadline.cancel()
 
-    force_close = close  # the name aiohttp's RequestHandler uses
-
-    def pause(self) -> None:
-        if not self._paused and self.transport is not None and not self._closed:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self._paused and self.transport is not None and not self._closed:
-            self._paused = False
-            self.transport.resume_reading()
-
-    def _set_deadline(self, seconds: float) -> None:
-        """Close the connection `seconds` from now unless re-armed (0: no deadline)."""
-        self._deadline.set_in(seconds)
-
-    def _deadline_passed(self) -> None:
-        if not self._closed and not self.busy:
-            self.close()
+    def abort(self) -> None:
+        self._closed = True
+        self._deadline.cancel()
+        self.server.connections.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class _Refuse(Exception):

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import httptools
 
 from gateway.deadline import Deadline
-from gateway.inline import need_task
 
 IDLE_SECONDS = 4.0
 MAX_IDLE_PER_POOL = 256
@@ -291,9 +290,6 @@ class Pool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = self._take_idle()
-        if conn is None:
-            await need_task  # for the connect deadline
-            conn = self._take_idle()  # the hand-over took a loop pass: one may be back
         if conn is None:
             try:
                 async with asyncio.timeout(timeout):

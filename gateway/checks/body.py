@@ -1,21 +1,19 @@
-"""Body limits: refuse over-limit bodies from Content-Length before reading, and while reading."""
+"""Body limits: refuse over-limit bodies from Content-Length before reading, and while reading
+(the listener stops keeping a body once it passes the limit it was given)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from gateway.checks import Failure
+from gateway.server import BodyTooLarge
 
 if TYPE_CHECKING:
     from gateway.server import Request
 
+__all__ = ["TOO_LARGE", "BodyTooLarge", "body_in_memory", "read_body"]
+
 TOO_LARGE = Failure("body", "too_large")
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def body_in_memory(request: Request, limit: int) -> bytes:
@@ -27,22 +25,12 @@ def body_in_memory(request: Request, limit: int) -> bytes:
     return data
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The raw body bytes exactly as received (never decompressed), at most `limit` bytes."""
     length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge
-    if length is not None:
-        data = await request.content.readexactly(length) if length else b""
-        return data
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        parts.append(chunk)
-    return b"".join(parts)
+    data = await request.content.read()
+    if len(data) > limit:
+        raise BodyTooLarge  # the limit was lowered by a reload while it arrived
+    return data

@@ -37,9 +37,6 @@ class Reservation:
 
 class Store(Protocol):
     backend: str
-    # True when no operation ever suspends (they are coroutines only to share the interface):
-    # a request may then use the store inline, without a task (see gateway/inline.py).
-    inline: bool
 
     async def start(self) -> None: ...
 

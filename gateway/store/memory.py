@@ -66,7 +66,6 @@ class BoundedTable(Generic[V]):
 
 class MemoryStore:
     backend = "memory"
-    inline = True  # nothing here awaits
 
     def __init__(self, max_entries: int, metrics: Metrics, clock: Callable[[], float]) -> None:
         self.clock = clock

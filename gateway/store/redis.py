@@ -76,7 +76,6 @@ return (w - e) + w - math.floor((limit - 1) * w / curr)
 
 class RedisStore:
     backend = "redis"
-    inline = False  # real I/O, under redis-py's timeouts, which need a task
 
     def __init__(self, url: str, prefix: str, timeout: float) -> None:
         self.prefix = prefix

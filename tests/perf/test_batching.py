@@ -1,4 +1,4 @@
-"""Answers written once per loop pass, and requests served inline or handed to a task.
+"""Answers written once per loop pass, one task per request.
 
 The first two tests drive the public listener's protocol directly with a transport that
 records writes: that is the only place the batching can be seen (on a socket the bytes are
@@ -55,6 +55,9 @@ class Recording(asyncio.Transport):
     def resume_reading(self) -> None:
         pass
 
+    def abort(self) -> None:
+        self.closed = True
+
 
 def connect(service: Any) -> tuple[HttpProtocol, Recording]:
     conn = service._http()
@@ -68,16 +71,29 @@ async def test_answers_are_written_at_the_end_of_the_pass_in_one_write_per_conne
     async with running_gateway(config) as gw:
         pairs = [connect(gw.service) for _ in range(4)]
         for conn, _ in pairs:
-            conn.data_received(forged("/hook/bot") * 3)  # three pipelined requests each
-        # Answered inline, but nothing is on the wire before this pass of the loop ends.
+            conn.data_received(forged("/hook/bot"))
+        # Each request runs in its own task: nothing is on the wire before the loop runs them.
         assert all(t.writes == [] for _, t in pairs)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        # Every answer of that pass went out in one flush, one write per connection.
         for _, t in pairs:
             assert len(t.writes) == 1, t.writes
-            assert t.writes[0].count(b"HTTP/1.1 401 Unauthorized\r\n") == 3
+            assert t.writes[0].count(b"HTTP/1.1 401 Unauthorized\r\n") == 1
             assert not t.closed
-        assert await gw.metric("webhook_gateway_requests_total", route="bot", outcome="rejected") == 12
+        assert await gw.metric("webhook_gateway_requests_total", route="bot", outcome="rejected") == 4
+
+
+async def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
+    config = base_config([route("bot", "http://127.0.0.1:9/", verify=tg_verify())])
+    async with running_gateway(config) as gw:
+        conn, t = connect(gw.service)
+        conn.data_received(forged("/hook/bot") * 3)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert b"".join(t.writes).count(b"HTTP/1.1 401 Unauthorized\r\n") == 3
+        assert not t.closed
+        assert await gw.metric("webhook_gateway_requests_total", route="bot", outcome="rejected") == 3
 
 
 async def test_close_writes_what_is_pending_first() -> None:
@@ -85,6 +101,8 @@ async def test_close_writes_what_is_pending_first() -> None:
     async with running_gateway(config) as gw:
         conn, t = connect(gw.service)
         conn.data_received(forged("/hook/bot", close=True) + forged("/hook/bot"))
+        for _ in range(20):
+            await asyncio.sleep(0)
         # `Connection: close`: the answer goes out, then the close; the second is not served.
         assert t.closed
         assert len(t.writes) == 1
