@@ -431,3 +431,39 @@ async def test_an_error_while_parsing_closes_only_that_connection() -> None:
     # on_malformed's own failure is logged; the 400 still goes out and the connection closes.
     assert bytes(peer.written).startswith(b"HTTP/1.1 400")
     assert peer.closed
+
+
+async def test_readyz_is_not_ready_while_the_listener_cannot_set_up_connections() -> None:
+    """A real gateway whose listener fails in connection_made (a fault injected into its
+    deadline source): the connection is closed, counted, and /readyz says not ready until
+    a connection can be set up again."""
+    import aiohttp
+
+    from tests.helpers import base_config, route, running_gateway, tg_verify
+
+    config = base_config([route("bot", "http://127.0.0.1:9/", verify=tg_verify())])
+    async with running_gateway(config) as gw:
+        http = gw.service._http
+        assert http is not None
+        working = http.header_timeout
+
+        def broken() -> float:
+            raise RuntimeError("injected")
+
+        async def readyz() -> int:
+            async with aiohttp.ClientSession() as s, s.get(gw.admin + "/readyz") as r:
+                return r.status
+
+        assert await readyz() == 200
+        http.header_timeout = broken
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.service.public_port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not left open
+        writer.close()
+        assert await readyz() == 503
+        assert await gw.metric("webhook_gateway_listener_errors_total", where="connection_made") == 1
+        http.header_timeout = working
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.service.public_port)
+        writer.write(unknown(1))
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)).startswith(b"HTTP/1.1 404")
+        writer.close()
+        assert await readyz() == 200
