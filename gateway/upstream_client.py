@@ -96,12 +96,12 @@ class _Connection(asyncio.Protocol):
     """One upstream connection; answers one request at a time."""
 
     __slots__ = (
+        "_answered",
         "_body",
         "_eof_body",
         "_head_size",
         "_header_done",
         "_headers",
-        "_last",
         "_parser",
         "_reason",
         "_waiter",
@@ -122,7 +122,7 @@ class _Connection(asyncio.Protocol):
         # The answer in flight must be in by then; made with the transport (it needs the loop).
         self.deadline: Deadline | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._last = False  # feeding the last byte of a read (see data_received)
+        self._answered = False  # the answer to the request in flight is complete
         self._reset()
 
     def _reset(self) -> None:
@@ -149,43 +149,38 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._wire += len(data)
-        view = memoryview(data)
-        start = 0
+        rest: bytes | memoryview = data
         if not self._header_done:
             budget = MAX_RESPONSE_HEAD_BYTES - self._head_size
             if len(data) > budget:
                 # Only head bytes count against the head limit: feed what fits, and the rest
                 # only if the head ended within it.
-                if not self._feed(view[:budget], False):
+                view = memoryview(data)
+                if not self._feed(view[:budget]):
                     return
-                if not self._header_done:
+                if self._waiter is not None and not self._header_done:
                     self._fail(UpstreamProtocolError("head_too_large"))
                     return
-                start = budget
+                rest = view[budget:]
             else:
                 self._head_size += len(data)
-        # The last byte goes in on its own: an answer complete before it is followed by bytes
-        # nobody asked for (on_message_complete tells the two apart).
-        end = len(data) - 1
-        if start < end and not self._feed(view[start:end], False):
-            return
-        if not self._feed(view[end:], True):
+        if not self._feed(rest):
             return
         if self._waiter is not None and self._wire > (
             MAX_RESPONSE_HEAD_BYTES + MAX_RESPONSE_BYTES + MAX_RESPONSE_FRAMING_BYTES
         ):
             self._fail(UpstreamProtocolError("too_large"))
 
-    def _feed(self, data: memoryview, last: bool) -> bool:
-        """Parse `data`; whether to go on (the answer still open, the connection usable)."""
-        self._last = last
+    def _feed(self, data: bytes | memoryview) -> bool:
+        """Parse `data`; whether to go on (the connection still usable)."""
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("malformed"))
             return False
         except httptools.HttpParserError:
-            # A callback that raised _Stop has settled the answer already: this only closes.
+            # After a complete answer (a callback raised _Stop, or bytes after `Connection:
+            # close`) the answer stands and this only closes the connection.
             self._fail(UpstreamProtocolError("malformed"))
             return False
         return not self.closed
@@ -246,17 +241,19 @@ class _Connection(asyncio.Protocol):
         else:
             self._body = data
 
+    def on_message_begin(self) -> None:
+        if self._answered:
+            # A byte after the answer starts another one nobody asked for: the answer stands,
+            # the connection is out of step. (llhttp skips bare CR/LF between answers: those
+            # leave it in step.)
+            self.close()
+            raise _Stop
+
     def on_message_complete(self) -> None:
         if not self._header_done:
             return  # the end of an interim 1xx answer
-        if self._last:
-            self._complete(keep_alive=self._parser.should_keep_alive())
-            return
-        # More bytes follow the answer in this read: deliver it, and never reuse a connection
-        # whose next answer could be one nobody asked for.
-        self._complete(keep_alive=False)
-        self.close()
-        raise _Stop
+        self._answered = True
+        self._complete(keep_alive=self._parser.should_keep_alive())
 
     # the request
 
@@ -286,6 +283,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None and self._waiter is None
         self._waiter = waiter = loop.create_future()
         self.keep_alive = False
+        self._answered = False
         # Written at the end of this pass of the event loop, with the other requests parsed
         # in it: the upstream is woken once per burst (see HttpServer.defer_write).
         loop.call_soon(self._write, data)

@@ -574,7 +574,7 @@ async def test_every_split_of_an_answer_gives_the_same_answer_and_a_reusable_con
 
 @pytest.mark.parametrize("name", ANSWERS)
 @pytest.mark.parametrize(
-    "tail", [POISON, b"HTTP/1.1 2", b"x", b"\r\n"], ids=["answer", "partial", "byte", "crlf"]
+    "tail", [POISON, b"HTTP/1.1 2", b"x", b"\r\nx"], ids=["answer", "partial", "byte", "crlf-x"]
 )
 async def test_every_split_of_an_answer_with_a_tail_delivers_it_and_closes(name: str, tail: bytes) -> None:
     raw, body, headers = ANSWERS[name]
@@ -588,6 +588,17 @@ async def test_every_split_of_an_answer_with_a_tail_delivers_it_and_closes(name:
         assert (got.status, got.body, got.headers) == (status, body, headers), cut
         assert conn.closed and not conn.keep_alive, cut
         assert conn.transport is not None and conn.transport.is_closing(), cut
+
+
+async def test_blank_lines_after_an_answer_leave_the_parser_in_step() -> None:
+    """llhttp skips CR/LF before an answer, as RFC 9112 2.2 allows: nothing is pending."""
+    conn, waiter = _connection()
+    conn.data_received(ok(b"one") + b"\r\n\r\n")
+    assert waiter.result().body == b"one"
+    assert conn.keep_alive and not conn.closed
+    second = conn.send(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", asyncio.get_running_loop())
+    conn.data_received(ok(b"two"))
+    assert second.result().body == b"two"
 
 
 @pytest.mark.parametrize("head_size", [LIMIT - 1, LIMIT, LIMIT + 1])
