@@ -1,7 +1,8 @@
 """One JSON line per request; a flood of rejections is sampled, never a flood of writes.
 
 Lines carry route, outcome, failed check and reason, client IP, status, duration and request
-id: never a secret, a signature, a header value or a body.
+id, and for a 502/504 why the upstream failed (`upstream_error`: one word from a fixed list):
+never a secret, a signature, a header value or a body.
 """
 
 from __future__ import annotations

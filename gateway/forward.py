@@ -9,7 +9,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import Upstream
-from gateway.upstream_client import Pool, RawResponse, Target, UpstreamFailure, UpstreamTimeout
+from gateway.upstream_client import Pool, RawResponse, Reason, Target, UpstreamFailure
 
 # RFC 9110 section 7.6.1 plus the old ones proxies still see.
 HOP_BY_HOP = frozenset(
@@ -85,7 +85,7 @@ def request_head(raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]
     # (llhttp refuses them inbound; checked again here, on the whole block at once).
     lines = len(parts) // 4
     if head.count(b"\n") != lines or head.count(b"\r") != lines:
-        raise UpstreamError(False, "header with a line break")
+        raise UpstreamError("malformed")  # a header with a line break: never written
     return head
 
 
@@ -122,9 +122,13 @@ class UpstreamResponse:
 
 
 class UpstreamError(Exception):
-    def __init__(self, timeout: bool, detail: str) -> None:
-        super().__init__(detail)
-        self.timeout = timeout
+    """Nothing usable came back: a 504 on a timeout, a 502 otherwise. `reason` says why in one
+    word (see `upstream_client.Reason`); it goes into the access log."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(reason)
+        self.reason: Reason = reason
+        self.timeout = reason == "timeout"
 
 
 class Forwarder:
@@ -172,10 +176,8 @@ class Forwarder:
         data = serialise_request(method, target, pool.target.host_header, head, body)
         try:
             return await pool.request(data, timeout)
-        except UpstreamTimeout:
-            raise UpstreamError(True, "upstream timed out") from None
         except UpstreamFailure as exc:
-            raise UpstreamError(False, type(exc).__name__) from None
+            raise UpstreamError(exc.reason) from None
 
     async def close(self) -> None:
         for pool in self._pools.values():
@@ -201,7 +203,7 @@ def header_lines(headers: CIMultiDict[str]) -> bytes:
     parts: list[bytes] = []
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise UpstreamError(False, "header with a line break")  # never split a request
+            raise UpstreamError("malformed")  # a header with a line break: never split a request
         parts += (name.encode("latin-1"), b": ", value.encode("utf-8", "surrogateescape"), b"\r\n")
     return b"".join(parts)
 

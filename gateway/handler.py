@@ -407,6 +407,7 @@ class Gateway:
             route.metrics.upstream.observe(time.perf_counter() - up_started)
             route.metrics.requests["upstream_error"].inc()
             status, code = (504, "upstream_timeout") if exc.timeout else (502, "upstream_unavailable")
+            log["upstream_error"] = exc.reason  # one word from a fixed list: nothing the upstream sent
             self._annotate(log, decision)
             return self._done(json_error(status, code), route, "upstream_error", log, started)
         route.metrics.upstream.observe(time.perf_counter() - up_started)

@@ -7,9 +7,13 @@ writes the request in one `write`, parses the answer with llhttp (httptools) and
 status, reason, headers and the body bytes, never decompressed.
 
 Correctness over speed where they meet:
-- an answer it cannot parse, an upstream that closes or resets mid-answer, an answer larger
-  than `MAX_RESPONSE_BYTES`: `UpstreamClosed` / `UpstreamProtocolError` (the gateway's 502),
-  never a partial or guessed answer; the connection is closed, never reused;
+- an answer it cannot parse, an upstream that closes or resets mid-answer, an answer over a
+  limit: `UpstreamClosed` / `UpstreamProtocolError` (the gateway's 502), never a partial or
+  guessed answer; the connection is closed, never reused; `reason` says which, in one word;
+- the head limit counts head bytes only; the body, chunk framing and trailers have limits of
+  their own; trailers are read and dropped, never merged into the headers (RFC 9110 6.5);
+- bytes after a complete answer (in the same read, or later on an idle connection) put the
+  connection out of step: it is closed, never reused; the answer already read is delivered;
 - the deadline covers connecting, writing and the whole answer (`UpstreamTimeout`, the 504);
 - a request is never sent twice: an idle connection the upstream has already closed is
   dropped when it is taken from the pool, *before* a byte is written; once bytes are written,
@@ -25,6 +29,7 @@ import collections
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import httptools
 
@@ -32,16 +37,27 @@ from gateway.deadline import Deadline
 
 IDLE_SECONDS = 4.0
 MAX_IDLE_PER_POOL = 256
-MAX_RESPONSE_HEAD_BYTES = 64 * 1024
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # status line and headers, interim 1xx answers included
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # the body, as delivered
+# Chunk-size lines, chunk extensions and trailers on top of the body: a body sent in tiny
+# chunks costs parsing, never memory, and this bounds the parsing.
+MAX_RESPONSE_FRAMING_BYTES = 16 * 1024 * 1024
+
+# Why an exchange failed, for the access log: a fixed vocabulary, never bytes from the upstream.
+Reason = Literal["refused", "reset", "closed", "timeout", "head_too_large", "too_large", "malformed"]
 
 
 class UpstreamFailure(Exception):
     """Base: nothing usable came back."""
 
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(reason)
+        self.reason: Reason = reason
+
 
 class UpstreamTimeout(UpstreamFailure):
-    pass
+    def __init__(self) -> None:
+        super().__init__("timeout")
 
 
 class UpstreamClosed(UpstreamFailure):
@@ -50,6 +66,10 @@ class UpstreamClosed(UpstreamFailure):
 
 class UpstreamProtocolError(UpstreamFailure):
     """An answer that is not well-formed HTTP/1.x, or too large."""
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop llhttp mid-buffer; the callback settled the answer."""
 
 
 @dataclass(slots=True)
@@ -75,8 +95,8 @@ class _Connection(asyncio.Protocol):
     """One upstream connection; answers one request at a time."""
 
     __slots__ = (
+        "_answered",
         "_body",
-        "_body_size",
         "_eof_body",
         "_head_size",
         "_header_done",
@@ -84,6 +104,7 @@ class _Connection(asyncio.Protocol):
         "_parser",
         "_reason",
         "_waiter",
+        "_wire",
         "closed",
         "deadline",
         "idle_since",
@@ -100,14 +121,16 @@ class _Connection(asyncio.Protocol):
         # The answer in flight must be in by then; made with the transport (it needs the loop).
         self.deadline: Deadline | None = None
         self._parser = httptools.HttpResponseParser(self)
+        self._answered = False  # the answer to the request in flight is complete
         self._reset()
 
     def _reset(self) -> None:
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._head_size = 0
+        # The first piece as it came (the usual answer is one piece); more: one growing buffer.
+        self._body: bytes | bytearray = b""
+        self._head_size = 0  # bytes read while no final head was complete
+        self._wire = 0  # every byte read for this answer: head, body, framing, trailers
         self._header_done = False
         self._eof_body = False  # no Content-Length, not chunked: the body ends at close
 
@@ -122,33 +145,59 @@ class _Connection(asyncio.Protocol):
             return
         if self._waiter is None:
             # Bytes nobody asked for (an idle connection): the stream is out of step.
-            self._fail(UpstreamProtocolError("unsolicited data"))
+            self.close()
             return
+        self._wire += len(data)
+        rest: bytes | memoryview = data
         if not self._header_done:
-            self._head_size += len(data)
-            if self._head_size > MAX_RESPONSE_HEAD_BYTES:
-                self._fail(UpstreamProtocolError("response head too large"))
-                return
+            budget = MAX_RESPONSE_HEAD_BYTES - self._head_size
+            if len(data) > budget:
+                # Only head bytes count against the head limit: feed what fits, and the rest
+                # only if the head ended within it.
+                view = memoryview(data)
+                if not self._feed(view[:budget]):
+                    return
+                if self._waiter is not None and not self._header_done:
+                    self._fail(UpstreamProtocolError("head_too_large"))
+                    return
+                rest = view[budget:]
+            else:
+                self._head_size += len(data)
+        if not self._feed(rest):
+            return
+        if self._waiter is not None and self._wire > (
+            MAX_RESPONSE_HEAD_BYTES + MAX_RESPONSE_BYTES + MAX_RESPONSE_FRAMING_BYTES
+        ):
+            self._fail(UpstreamProtocolError("too_large"))
+
+    def _feed(self, data: bytes | memoryview) -> bool:
+        """Parse `data`; whether to go on (the connection still usable)."""
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(UpstreamProtocolError("upgrade"))
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"bad response: {exc}"))
+            self._fail(UpstreamProtocolError("malformed"))
+            return False
+        except httptools.HttpParserError:
+            # After a complete answer (a callback raised _Stop, or bytes after `Connection:
+            # close`) the answer stands and this only closes the connection.
+            self._fail(UpstreamProtocolError("malformed"))
+            return False
+        return not self.closed
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost finishes the story
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
+        self.keep_alive = False
         self._stop_timer()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            if self._eof_body and self._header_done:
+            if self._eof_body and self._header_done and exc is None:
                 self._complete(keep_alive=False)  # the close is the body's end
             else:
                 self._waiter = None
-                waiter.set_exception(UpstreamClosed("connection closed before a complete answer"))
+                waiter.set_exception(UpstreamClosed("closed" if exc is None else "reset"))
         # The parser holds this connection for its callbacks: break the cycle so a closed
         # connection is freed by reference counting, not at the collector's next full pass.
         self._parser = None  # type: ignore[assignment]
@@ -159,13 +208,17 @@ class _Connection(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._header_done:
+            return  # a trailer: dropped (its bytes count against the framing limit)
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:
-            # 100 Continue / 103 Early Hints: interim, the real answer follows.
-            self._reset()
+            # 100 Continue / 103 Early Hints: interim, the real answer follows (its head
+            # shares the head limit with them).
+            self._reason = b""
+            self._headers = []
             return
         self._header_done = True
         framed = False
@@ -176,14 +229,29 @@ class _Connection(asyncio.Protocol):
         self._eof_body = not framed and status not in (204, 304)
 
     def on_body(self, data: bytes) -> None:
-        self._body_size += len(data)
-        if self._body_size > MAX_RESPONSE_BYTES:
-            raise UpstreamProtocolError("response too large")  # surfaces as HttpParserCallbackError
-        self._body.append(data)
+        body = self._body
+        if len(body) + len(data) > MAX_RESPONSE_BYTES:
+            self._fail(UpstreamProtocolError("too_large"))
+            raise _Stop
+        if isinstance(body, bytearray):
+            body += data
+        elif body:
+            self._body = bytearray(body) + data
+        else:
+            self._body = data
+
+    def on_message_begin(self) -> None:
+        if self._answered:
+            # A byte after the answer starts another one nobody asked for: the answer stands,
+            # the connection is out of step. (llhttp skips bare CR/LF between answers: those
+            # leave it in step.)
+            self.close()
+            raise _Stop
 
     def on_message_complete(self) -> None:
         if not self._header_done:
             return  # the end of an interim 1xx answer
+        self._answered = True
         self._complete(keep_alive=self._parser.should_keep_alive())
 
     # the request
@@ -192,12 +260,12 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         self._waiter = None
         self.keep_alive = keep_alive and not self.closed
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        body = self._body
         response = RawResponse(
             self._parser.get_status_code(),
             self._reason.decode("latin-1"),
             self._headers,
-            body,
+            body if isinstance(body, bytes) else bytes(body),
         )
         self._reset()
         if waiter is not None and not waiter.done():
@@ -214,6 +282,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None and self._waiter is None
         self._waiter = waiter = loop.create_future()
         self.keep_alive = False
+        self._answered = False
         # Written at the end of this pass of the event loop, with the other requests parsed
         # in it: the upstream is woken once per burst (see HttpServer.defer_write).
         loop.call_soon(self._write, data)
@@ -225,16 +294,18 @@ class _Connection(asyncio.Protocol):
 
     def expire(self) -> None:
         """The deadline passed: fail the request in flight (an answer may still come: abort)."""
-        self._fail(UpstreamTimeout("upstream timed out"))
+        self._fail(UpstreamTimeout())
 
     def close(self) -> None:
         self.closed = True
+        self.keep_alive = False
         self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closed = True
+        self.keep_alive = False
         self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
@@ -279,8 +350,8 @@ class Pool:
                 await loop.create_connection(lambda: conn, t.host, t.port, ssl=ctx, server_hostname=t.host)
             else:
                 await loop.create_connection(lambda: conn, t.host, t.port)
-        except OSError as exc:
-            raise UpstreamClosed(f"cannot connect: {type(exc).__name__}") from None
+        except OSError:
+            raise UpstreamClosed("refused") from None
         self.connects += 1
         self._open.add(conn)
         return conn
@@ -295,7 +366,7 @@ class Pool:
                 async with asyncio.timeout(timeout):
                     conn = await self._connect(loop)
             except TimeoutError:
-                raise UpstreamTimeout("upstream timed out while connecting") from None
+                raise UpstreamTimeout() from None
         waiter = conn.send(data, loop)
         assert conn.deadline is not None  # connected
         conn.deadline.set_at(deadline)
