@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import HMAC_SECRET, TG_SECRET, gateway_conf, loads, telegram_update
-from gateway.app import Service, settle_garbage_collector
 from gateway.config import build, parse_yaml
+from gateway.serve.service import Service, settle_garbage_collector
 
 
 class CountingTransport(asyncio.Transport):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import config as cfg
-from gateway.clientip import IPAddress, NetSet, client_ip, normalise, parse_ip
+from gateway.proxy.clientip import IPAddress, NetSet, client_ip, normalise, parse_ip
 from gateway.schemes import SCHEMES
 from gateway.schemes import base as scheme_base
 from gateway.schemes.base import Signed, SigResult, Verifier

@@ -105,7 +105,7 @@ def raise_fd_limit() -> int:
 
 
 def cmd_run(path: str, ready_fd: int | None = None) -> int:
-    from gateway.app import pure_python_parser, run
+    from gateway.serve.service import pure_python_parser, run
 
     logs.setup()
     config = _load(path)
@@ -128,7 +128,7 @@ def cmd_run(path: str, ready_fd: int | None = None) -> int:
         },
     )
     if config.workers > 1 and ready_fd is None:
-        from gateway.workers import supervise
+        from gateway.serve.workers import supervise
 
         return _loop_run(supervise(config, path))
     return _loop_run(run(config, path, ready_fd))
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "spool":
         return spool_cli.run(args)
     if args.command == "sign":
-        from gateway.sign import cmd_sign
+        from gateway.commands.sign import cmd_sign
 
         path = cfg.default_path(args.config)
         config = _load(path)
@@ -166,11 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return cmd_sign(config, args.route, args.body, args.content_type, args.timestamp, args.query, args.id)
     if args.command == "demo":
-        from gateway.demo import run_demo
+        from gateway.commands.demo import run_demo
 
         return asyncio.run(run_demo())
     if args.command == "doctor":
-        from gateway.doctor import main as doctor
+        from gateway.commands.doctor import main as doctor
 
         return doctor(args.url, args.ca, args.resolve, args.json, args.timeout, sys.stdout)
     if args.command == "telegram":

@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import config as cfg
-from gateway.app import Service
+from gateway.serve.service import Service
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 TG_SECRET = "tg-secret_TOKEN-0123456789"

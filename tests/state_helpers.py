@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import config as cfg
-from gateway.app import Service
+from gateway.serve.service import Service
 from tests.helpers import ENV, TG_SECRET, Received, RunningGateway, post, record_output
 
 TOKEN = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}

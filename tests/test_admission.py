@@ -1,10 +1,10 @@
-"""How max_concurrency is shared between routes (gateway/admission.py)."""
+"""How max_concurrency is shared between routes (gateway/proxy/admission.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.admission import Admission
+from gateway.proxy.admission import Admission
 
 
 def fill(adm: Admission, route: str, budget: int, routes: int) -> int:

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from gateway.clientip import NetSet, client_ip, parse_ip
+from gateway.proxy.clientip import NetSet, client_ip, parse_ip
 
 TRUSTED = NetSet([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")])
 
@@ -39,7 +39,7 @@ def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ],
 )
 def test_client_ip(peer: str, xff: list[str], expected: str, why: str) -> None:
-    from gateway.clientip import normalise
+    from gateway.proxy.clientip import normalise
 
     assert str(client_ip(normalise(ip(peer)), xff, TRUSTED)) == expected, why
 

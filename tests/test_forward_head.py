@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.forward import UpstreamError, request_head, response_head
+from gateway.proxy.forward import UpstreamError, request_head, response_head
 
 EXTRA = [("X-Forwarded-For", "149.154.167.220"), ("X-Webhook-Verdict", "pass")]
 

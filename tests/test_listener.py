@@ -1,4 +1,4 @@
-"""The public listener's protocol (gateway/server.py) on its own, with a transport double that
+"""The public listener's protocol (gateway/http/listener.py) on its own, with a transport double that
 records what was written and behaves like a socket whose peer reads nothing: past its
 high-water mark it calls `pause_writing`, as asyncio's and uvloop's transports do.
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from gateway import server as server_module
-from gateway.server import HttpProtocol, HttpServer, Reply, Request
+from gateway.http import listener as server_module
+from gateway.http.listener import HttpProtocol, HttpServer, Reply, Request
 
 HIGH_WATER = 64 * 1024
 

@@ -16,8 +16,8 @@ import yaml
 
 from gateway import config as cfg
 from gateway.metrics import Metrics
-from gateway.reload import Reloader
-from gateway.snapshot import SnapshotHolder, compile_snapshot
+from gateway.proxy.snapshot import SnapshotHolder, compile_snapshot
+from gateway.serve.reload import Reloader
 from tests.helpers import (
     ENV,
     TG_SECRET,

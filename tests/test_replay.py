@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.reload import Reloader
+from gateway.serve.reload import Reloader
 from tests.helpers import ENV, base_config, recording_upstream, route, tg_verify
 from tests.state_helpers import FORGED, TOKEN, FakeClock, gated_upstream, gateway, send, update
 

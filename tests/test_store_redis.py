@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.reload import Reloader
+from gateway.serve.reload import Reloader
 from tests.helpers import (
     ENV,
     GatewayProcess,

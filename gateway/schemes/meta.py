@@ -5,7 +5,7 @@ Meta signs the escaped-unicode bytes it sends, so only the wire bytes verify: a 
 parsed and re-serialised never does.
 
 Subscribing: a GET with `hub.mode=subscribe`, `hub.verify_token`, `hub.challenge`, answered by
-`gateway/handshake.py` when the route configures `verify_token` (an `env:` / `file:` reference).
+`gateway/schemes/handshake.py` when the route configures `verify_token` (an `env:` / `file:` reference).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config import Problems, Reader, VerifyConfig
-from gateway.handshake import MetaHandshake
 from gateway.schemes.base import (
     HubSignatureVerifier,
     Signature,
@@ -22,6 +21,7 @@ from gateway.schemes.base import (
     indexed,
     secret_for_signing,
 )
+from gateway.schemes.handshake import MetaHandshake
 
 HEADER = "X-Hub-Signature-256"
 

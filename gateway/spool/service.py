@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway.config import SpoolConfig
-from gateway.forward import Forwarder
 from gateway.metrics import Metrics
-from gateway.snapshot import Route, SnapshotHolder
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.snapshot import Route, SnapshotHolder
 from gateway.spool.store import SpoolError, Store
 from gateway.spool.worker import RouteWorker
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from gateway.forward import UpstreamError
+from gateway.proxy.forward import UpstreamError
 from gateway.spool.store import Row, SpoolError
 
 if TYPE_CHECKING:

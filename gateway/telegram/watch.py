@@ -20,7 +20,7 @@ from yarl import URL
 
 from gateway.config import RouteConfig
 from gateway.metrics import Metrics
-from gateway.snapshot import SnapshotHolder
+from gateway.proxy.snapshot import SnapshotHolder
 from gateway.telegram.api import BotApi, BotApiError
 
 log = logging.getLogger("webhook_gateway.telegram")

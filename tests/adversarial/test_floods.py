@@ -149,7 +149,7 @@ def test_slow_headers_are_cut_at_the_header_deadline(upstream: ThreadedUpstream,
 
 def test_concurrency_cap_answers_503_at_once_instead_of_queueing(tmp_path: Path) -> None:
     # Two routes share max_concurrency 4: each keeps 1 slot of its own, and one route may take
-    # at most half of the 2 shared ones (gateway/admission.py): 2 in flight on "tg".
+    # at most half of the 2 shared ones (gateway/proxy/admission.py): 2 in flight on "tg".
     cap, share, extra = 4, 2, 12
     with ThreadedUpstream(delay=3.0) as slow:
         cfg = gateway_config(slow, max_concurrency=cap)

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzz import targets
-from gateway.clientip import IPAddress, NetSet, parse_ip
+from gateway.proxy.clientip import IPAddress, NetSet, parse_ip
 from gateway.schemes import SCHEMES
 from gateway.schemes.base import Signed, SigResult
 from tests.adversarial.harness import ROOT, SETTINGS, stop_process

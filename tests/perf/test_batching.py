@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.server import HttpProtocol
+from gateway.http.listener import HttpProtocol
 from tests.helpers import (
     TG_SECRET,
     base_config,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.deadline import Deadline
+from gateway.http.deadline import Deadline
 
 
 async def test_moved_later_fires_once_at_the_new_time_and_cleared_never() -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict
 
-from gateway import upstream_client
 from gateway.config import parse_upstream
-from gateway.forward import Forwarder, UpstreamError
+from gateway.http import client as upstream_client
+from gateway.proxy.forward import Forwarder, UpstreamError
 
 Answer = Callable[[int, bytes, asyncio.StreamWriter], Awaitable[bool]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from gateway.handshake import MetaHandshake
+from gateway.schemes.handshake import MetaHandshake
 from tests.helpers import base_config, recording_upstream, route, running_gateway
 
 TOKEN = "meta-verify-token_42"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gateway.reload import Reloader
+from gateway.serve.reload import Reloader
 from tests.helpers import (
     TG_SECRET,
     RecordingUpstream,

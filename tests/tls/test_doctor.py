@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.doctor import Doctor, Report, parse_resolve
+from gateway.commands.doctor import Doctor, Report, parse_resolve
 from tests.helpers import ROOT_DIR, base_config, recording_upstream, route, running_gateway, tg_verify
 from tests.tls.tlskit import Pki, days, make_pki
 

@@ -15,7 +15,7 @@ import pytest
 
 from gateway import config as cfg
 from gateway.logs import JsonFormatter
-from gateway.snapshot import compile_snapshot
+from gateway.proxy.snapshot import compile_snapshot
 from gateway.telegram.api import BotApi, BotApiError, redact
 from tests.helpers import ENV, ROOT_DIR, TG_SECRET, base_config, route, running_gateway, tg_verify
 from tests.tls.botapi import BOT_TOKEN, FakeBotApi, fake_bot_api

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.serialization import (
 
 from gateway import config as cfg
 from gateway.metrics import Metrics
-from gateway.reload import Reloader
-from gateway.snapshot import SnapshotHolder, compile_snapshot
+from gateway.proxy.snapshot import SnapshotHolder, compile_snapshot
+from gateway.serve.reload import Reloader
 from tests.helpers import ENV, base_config, route
 from tests.tls.tlskit import Pki, make_pki, write_config
 

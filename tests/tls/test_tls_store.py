@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway import config as cfg
-from gateway.app import Service
 from gateway.metrics import Metrics
+from gateway.serve.service import Service
 from gateway.tls.certs import CertPair
 from gateway.tls.config import TlsConfig
 from gateway.tls.store import CertStore

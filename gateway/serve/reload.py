@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from gateway import config as cfg
 from gateway.metrics import Metrics
-from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+from gateway.proxy.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 
 log = logging.getLogger("webhook_gateway.reload")
 

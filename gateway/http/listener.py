@@ -36,7 +36,7 @@ import httptools
 from aiohttp import HttpVersion
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.deadline import Deadline
+from gateway.http.deadline import Deadline
 
 log = logging.getLogger("webhook_gateway")
 

@@ -9,7 +9,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import Upstream
-from gateway.upstream_client import Pool, RawResponse, Reason, Target, UpstreamFailure
+from gateway.http.client import Pool, RawResponse, Reason, Target, UpstreamFailure
 
 # RFC 9110 section 7.6.1 plus the old ones proxies still see.
 HOP_BY_HOP = frozenset(

@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import config as cfg
-from gateway.app import Service
+from gateway.serve.service import Service
 
 UPDATE = {
     "update_id": 10001,

@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.accesslog import AccessLog
-from gateway.admission import Admission
-from gateway.checks import Failure
-from gateway.checks.body import TOO_LARGE, BodyTooLarge, body_in_memory, read_body
-from gateway.checks.replay import Claim
-from gateway.clientip import IPAddress, parse_ip, resolve
-from gateway.forward import Forwarder, UpstreamError, request_head, request_headers, response_head
-from gateway.handshake import HandshakeAnswer
+from gateway.http.listener import Reply, Request
 from gateway.metrics import MULTIPROC_ENV, NO_ROUTE, Metrics
-from gateway.pipeline import Decision, rejection_for
+from gateway.proxy.accesslog import AccessLog
+from gateway.proxy.admission import Admission
+from gateway.proxy.checks import Failure
+from gateway.proxy.checks.body import TOO_LARGE, BodyTooLarge, body_in_memory, read_body
+from gateway.proxy.checks.replay import Claim
+from gateway.proxy.clientip import IPAddress, parse_ip, resolve
+from gateway.proxy.forward import Forwarder, UpstreamError, request_head, request_headers, response_head
+from gateway.proxy.pipeline import Decision, rejection_for
+from gateway.proxy.snapshot import Route, Snapshot, SnapshotHolder
 from gateway.schemes.base import Signed
-from gateway.server import Reply, Request
-from gateway.snapshot import Route, Snapshot, SnapshotHolder
+from gateway.schemes.handshake import HandshakeAnswer
 from gateway.spool.store import SpoolError
 from gateway.store import Store, StoreError
 from gateway.updates import parse_update
@@ -178,7 +178,7 @@ class Gateway:
                 started,
             )
 
-        # This route's share of max_concurrency (gateway/admission.py), held to the answer.
+        # This route's share of max_concurrency (gateway/proxy/admission.py), held to the answer.
         slot = self.admission.admit(route.name, snapshot.config.max_concurrency, len(snapshot.routes))
         if slot is None:
             route.metrics.requests["overloaded"].inc()

@@ -14,14 +14,14 @@ from typing import IO
 from aiohttp import http_parser, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.accesslog import AccessLog
 from gateway.config import Config, Listen
-from gateway.forward import Forwarder
-from gateway.handler import Gateway
+from gateway.http.listener import HttpServer
 from gateway.metrics import Metrics
-from gateway.reload import Reloader
-from gateway.server import HttpServer
-from gateway.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+from gateway.proxy.accesslog import AccessLog
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.handler import Gateway
+from gateway.proxy.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+from gateway.serve.reload import Reloader
 from gateway.spool.service import Spool
 from gateway.store import build_store
 from gateway.telegram.watch import TelegramWatcher

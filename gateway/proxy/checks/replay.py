@@ -14,8 +14,8 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from gateway.checks import Failure
 from gateway.config import ReplayConfig
+from gateway.proxy.checks import Failure
 from gateway.store import DELIVERED, NEW, Store
 from gateway.updates import update_id
 

@@ -33,7 +33,7 @@ from typing import Literal
 
 import httptools
 
-from gateway.deadline import Deadline
+from gateway.http.deadline import Deadline
 
 IDLE_SECONDS = 4.0
 MAX_IDLE_PER_POOL = 256

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from gateway.checks import Failure
-from gateway.clientip import IPAddress
 from gateway.config import Rate, RateLimitConfig
+from gateway.proxy.checks import Failure
+from gateway.proxy.clientip import IPAddress
 from gateway.store import Store
 
 

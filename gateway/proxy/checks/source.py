@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.checks import Failure
-from gateway.clientip import IPAddress, NetSet
+from gateway.proxy.checks import Failure
+from gateway.proxy.clientip import IPAddress, NetSet
 
 NOT_ALLOWED = Failure("source", "not_allowed")
 UNKNOWN = Failure("source", "missing")

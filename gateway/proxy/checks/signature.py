@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from gateway.checks import Failure
+from gateway.proxy.checks import Failure
 from gateway.schemes.base import MISSING, Signed, SigResult, Verifier
 
 

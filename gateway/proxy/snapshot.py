@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from gateway.checks.accept import AcceptCheck
-from gateway.checks.ratelimit import RateLimitCheck
-from gateway.checks.replay import ReplayCheck
-from gateway.checks.signature import SignatureCheck
-from gateway.checks.source import SourceCheck
-from gateway.clientip import NetSet
 from gateway.config import Config, Limits, RouteConfig
-from gateway.handshake import Handshake
 from gateway.metrics import Metrics, RouteMetrics
+from gateway.proxy.checks.accept import AcceptCheck
+from gateway.proxy.checks.ratelimit import RateLimitCheck
+from gateway.proxy.checks.replay import ReplayCheck
+from gateway.proxy.checks.signature import SignatureCheck
+from gateway.proxy.checks.source import SourceCheck
+from gateway.proxy.clientip import NetSet
 from gateway.schemes import SCHEMES
+from gateway.schemes.handshake import Handshake
 
 
 @dataclass(frozen=True, slots=True)

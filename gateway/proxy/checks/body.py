@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.checks import Failure
-from gateway.server import BodyTooLarge
+from gateway.http.listener import BodyTooLarge
+from gateway.proxy.checks import Failure
 
 if TYPE_CHECKING:
-    from gateway.server import Request
+    from gateway.http.listener import Request
 
 __all__ = ["TOO_LARGE", "BodyTooLarge", "body_in_memory", "read_body"]
 

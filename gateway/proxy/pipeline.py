@@ -11,7 +11,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
-from gateway.checks import Failure
+from gateway.proxy.checks import Failure
 
 STATUS = {"source": 403, "signature": 401, "body": 413, "rate_limit": 429, "replay": 409}
 ERROR_CODE = {

@@ -1,0 +1,1 @@
+"""The request corridor: snapshot, client IP, the checks in order (pipeline), forwarding."""

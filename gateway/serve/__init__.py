@@ -1,0 +1,1 @@
+"""Running the gateway: the service, its admin endpoints, workers and config reloads."""
