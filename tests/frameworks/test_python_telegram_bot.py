@@ -131,3 +131,8 @@ async def test_report_only_with_the_right_token_reaches_the_handler(bot: Setup) 
     assert status == 200
     assert json.loads(answer)["method"] == "sendMessage"
     assert len(bot.seen) == handled + 1
+
+
+async def test_nothing_went_to_the_bot_api(bot: Setup) -> None:
+    """Runs after the others in this module: all the replies above travelled in webhook answers."""
+    assert bot.api.calls == ["getMe"]
