@@ -285,3 +285,14 @@ def test_the_panels_the_dashboard_promises_are_there() -> None:
         "webhook_gateway_telegram_last_error_timestamp_seconds",
     ):
         assert needed in exprs, needed
+
+
+def test_panels_fit_the_grid_without_overlapping() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels(dashboard()):
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
