@@ -1,6 +1,6 @@
-"""What the framework tests share: realistic Telegram updates, a loopback stand-in for the Bot API
-that records every call, a wire tap that keeps the exact responses a framework wrote, and a real
-gateway process in front of it all."""
+"""What the framework tests share: realistic Telegram updates, the bots with their Bot API pointed
+at a loopback stand-in that records every call, a wire tap that keeps the exact responses a
+framework wrote, and a real gateway process in front of it all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import contextlib
 import email.parser
 import email.policy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -20,11 +20,10 @@ import httptools
 import yaml
 from aiohttp import web
 
+from tests.frameworks import aiogram_bot, ptb_bot
 from tests.helpers import TELEGRAM_IP, TG_SECRET, GatewayProcess, free_port, record_output
+from tests.tls.botapi import BOT_TOKEN, FakeBotApi, fake_bot_api
 
-# A token of the right shape; the Bot API stand-in below is the only server it is ever sent to.
-BOT_TOKEN = "7000000001:AAFrameworkTestsFakeToken_0123456789ab"
-BOT_ID = 7000000001
 FORGED = "forged-token_0123456789"
 
 # Non-ASCII on purpose: a name with diacritics and an emoji outside the BMP, and right-to-left text.
@@ -73,44 +72,6 @@ def form_fields(content_type: str, body: bytes) -> dict[str, bytes]:
         payload = part.get_payload(decode=True)
         fields[str(name)] = payload if isinstance(payload, bytes) else b""
     return fields
-
-
-# ---------------------------------------------------------------- the Bot API stand-in
-@dataclass
-class BotApiStub:
-    """Answers getMe like api.telegram.org and records every call; any other method is a 404,
-    so a framework that tried to send something on its own shows up in `calls`."""
-
-    calls: list[str] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        method = request.match_info["method"]
-        self.calls.append(method)
-        if request.match_info["token"] == BOT_TOKEN and method.lower() == "getme":
-            me = {"id": BOT_ID, "is_bot": True, "first_name": "Gateway Test Bot", "username": "gw_test_bot"}
-            return web.json_response({"ok": True, "result": me})
-        return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
-
-
-@contextlib.asynccontextmanager
-async def bot_api_stub() -> AsyncIterator[BotApiStub]:
-    stub = BotApiStub()
-    app = web.Application()
-    app.router.add_route("*", "/bot{token}/{method}", stub.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    stub.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield stub
-    finally:
-        await runner.cleanup()
 
 
 # ---------------------------------------------------------------- what the framework saw and wrote
@@ -276,3 +237,56 @@ async def gateway_in_front(app: web.Application, framework: str, tmp: Path) -> A
         record_output("gateway stderr", gateway.stderr)
         await tap.close()
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------- one bot per framework
+@dataclass(frozen=True)
+class Framework:
+    name: str
+    build: Callable[[list[Any], str], web.Application]  # (seen, Bot API base URL) -> the bot's app
+    refusal: tuple[int, bytes]  # how the bot's own secret check answers a forged update
+    api_calls: list[str]  # what the bot may ask the Bot API (nothing a reply needs)
+
+
+FRAMEWORKS = {
+    "aiogram": Framework(
+        "aiogram",
+        lambda seen, api: aiogram_bot.build_app(BOT_TOKEN, TG_SECRET, seen, api_base=api),
+        (401, b"Unauthorized"),
+        [],
+    ),
+    "ptb": Framework(
+        "ptb",
+        lambda seen, api: ptb_bot.build_app(BOT_TOKEN, TG_SECRET, seen, base_url=f"{api}/bot"),
+        (403, b"Request had the wrong secret token"),
+        ["getMe"],  # Application.initialize() asks who the bot is
+    ),
+}
+
+
+@dataclass
+class Bot:
+    framework: Framework
+    client: Client
+    api: FakeBotApi  # the Bot API stand-in: the only server the bot's token is ever sent to
+    seen: list[Any]  # what the handlers got
+    arrived: list[SeenRequest]  # what reached the bot's web server
+
+    @property
+    def enforce(self) -> str:
+        return f"{self.framework.name}-enforce"
+
+    @property
+    def report_only(self) -> str:
+        return f"{self.framework.name}-report-only"
+
+
+@contextlib.asynccontextmanager
+async def bot_behind_gateway(framework: Framework, tmp: Path) -> AsyncIterator[Bot]:
+    """The framework's bot, its Bot API pointed at the recording stand-in, behind a gateway."""
+    seen: list[Any] = []
+    async with fake_bot_api() as api:
+        app = recorded(framework.build(seen, api.base))
+        async with gateway_in_front(app, framework.name, tmp) as client:
+            yield Bot(framework, client, api, seen, app[SEEN])
+        assert api.methods() == framework.api_calls
