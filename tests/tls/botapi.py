@@ -55,6 +55,9 @@ class FakeBotApi:
             return web.json_response({"ok": True, "result": True, "description": "Webhook was set"})
         if method == "getWebhookInfo":
             return web.json_response({"ok": True, "result": self.info})
+        if method == "getMe":  # what bot frameworks ask when they start
+            me = {"id": int(self.token.split(":")[0]), "is_bot": True, "first_name": "Test Bot"}
+            return web.json_response({"ok": True, "result": {**me, "username": "test_bot"}})
         return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
 
 
