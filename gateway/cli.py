@@ -64,13 +64,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str) -> cfg.Config | None:
+    warnings: list[str] = []
     try:
-        return cfg.load(path)
+        config = cfg.load(path, warnings=warnings)
     except cfg.ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return None
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
 
 
 def cmd_check(path: str) -> int:
@@ -105,28 +109,19 @@ def raise_fd_limit() -> int:
 
 
 def cmd_run(path: str, ready_fd: int | None = None) -> int:
-    from gateway.serve.service import pure_python_parser, run
+    from gateway.serve.service import run
 
     logs.setup()
-    config = _load(path)
-    if config is None:
+    warnings: list[str] = []
+    try:
+        config = cfg.load(path, warnings=warnings)
+    except cfg.ConfigError as exc:
+        for problem in exc.problems:
+            log.error("refusing to start", extra={"problem": problem})
         return 1
-    pure = pure_python_parser()
-    if pure and not config.allow_pure_python_parser:
-        log.error(
-            "refusing to start: aiohttp is using its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS "
-            "or no C extension); set allow_pure_python_parser: true to accept it"
-        )
-        return 1
-    # `http_parser` is aiohttp's (the admin listener); the public listener always runs llhttp.
-    log.info(
-        "starting",
-        extra={
-            "http_parser": "python" if pure else "c",
-            "public_parser": "llhttp",
-            "fd_limit": raise_fd_limit(),
-        },
-    )
+    for warning in warnings:
+        log.warning("config_deprecated", extra={"problem": warning})
+    log.info("starting", extra={"public_parser": "llhttp", "fd_limit": raise_fd_limit()})
     if config.workers > 1 and ready_fd is None:
         from gateway.serve.workers import supervise
 

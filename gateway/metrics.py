@@ -17,6 +17,7 @@ OUTCOMES = (
     "not_found",
     "filtered",
     "bad_request",
+    "method_not_allowed",  # a method the route does not take (405)
     "overloaded",
     "spool_error",
     "handshake",  # a GET verification handshake answered by the gateway (Meta)
@@ -190,7 +191,7 @@ class Metrics:
             self.tls_reloads.labels(result)
         self.spool = SpoolMetrics(r)
 
-    def route(self, name: str, mode: str) -> RouteMetrics:
+    def route(self, name: str) -> RouteMetrics:
         """Pre-bound children for one route, so the hot path does no label lookups."""
         req = {o: self.requests.labels(name, o) for o in OUTCOMES}
         return RouteMetrics(

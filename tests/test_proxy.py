@@ -500,6 +500,9 @@ async def test_unknown_path_wrong_method_and_bad_version() -> None:
         assert status_of(raw) == 400
         assert up.received == []
         assert await gw.metric("webhook_gateway_requests_total", route="-", outcome="not_found") == 1
+        # A wrong method is its own outcome, not a malformed request.
+        assert await gw.metric("webhook_gateway_requests_total", route="bot", outcome="method_not_allowed") == 1
+        assert await gw.metric("webhook_gateway_requests_total", route="bot", outcome="bad_request") == 0
 
 
 async def test_admin_endpoints_only_on_admin_listener() -> None:

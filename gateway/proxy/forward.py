@@ -89,15 +89,14 @@ def request_head(raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]
     return head
 
 
-def request_headers(
-    raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """The same headers as `request_head`, as text pairs (what the spool stores)."""
-    kept = [
-        (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-        for n, v in _kept(raw, _DROP_REQUEST_RAW)
-    ]
-    return kept + list(extra)
+def head_lines(head: bytes) -> list[tuple[str, str]]:
+    """`request_head`'s lines as text pairs (what the spool stores), split back exactly:
+    each line is `name: value` and holds no other CR or LF."""
+    pairs: list[tuple[str, str]] = []
+    for line in head.split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b": ")
+        pairs.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+    return pairs
 
 
 def response_head(raw: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:

@@ -1,17 +1,43 @@
-"""Checks in order -> a `Decision`; applies enforce / report-only.
+"""The policy: the checks in order, and what their failures amount to.
 
-Order: source allow-list, rate limit, body limits, signature or secret token, then for verified
-requests only: update filter (accept) and replay.
-A check that raises counts as failed: nothing fails open.
+`Pipeline.run` takes one request for one route through, in this order, and returns a `Verdict`
+the handler carries out (forward or spool, answer a handshake, reject, or answer a client error):
+
+1. source allow-list (on the client IP, before a byte of body is read)
+2. rate limit (the client IP's request window, then its failure window)
+3. body limits (size, deadline)
+4. signature or secret token (on the raw bytes; nothing is parsed before it passes)
+5. for verified requests only: the update filter (`accept:`), then replay
+A check that raises counts as failed: nothing fails open unless `on_store_error: fail-open` says so.
+Enforce or report-only is decided per request (`Route.enforces`): an enforced decisive failure
+rejects, a report-only one is counted and forwarded with `X-Webhook-Verdict`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
 
 from gateway.proxy.checks import Failure
+from gateway.proxy.checks.body import TOO_LARGE, BodyTooLarge, body_in_memory, read_body
+from gateway.proxy.checks.replay import Claim
+from gateway.schemes.base import Signed
+from gateway.store import Store, StoreError
+from gateway.updates import parse_update
+
+if TYPE_CHECKING:
+    from gateway.http.listener import Request
+    from gateway.metrics import Metrics
+    from gateway.proxy.clientip import IPAddress
+    from gateway.proxy.snapshot import Route, Snapshot
+
+log_ = logging.getLogger("webhook_gateway")
 
 STATUS = {"source": 403, "signature": 401, "body": 413, "rate_limit": 429, "replay": 409}
 ERROR_CODE = {
@@ -107,3 +133,174 @@ def rejection_for(failure: Failure) -> Rejection:
         # retry must still be able to get through.
         return Rejection(409, "replay_in_flight", "duplicate", wait)
     return Rejection(status_for(failure), error_code(failure), "rejected")
+
+
+class Action(Enum):
+    FORWARD = "forward"  # passed, or failed in report-only: to the upstream (or the spool)
+    REJECT = "reject"  # an enforced decisive failure: `rejection_for(decision.reject)`
+    FILTERED = "filtered"  # verified but not accepted: a 200 with nothing forwarded
+    HANDSHAKE = "handshake"  # a GET verification handshake, answered by the gateway
+    CLIENT_ERROR = "client_error"  # the body never arrived whole: `status` and `code`
+
+
+@dataclass(slots=True)
+class Verdict:
+    action: Action
+    decision: Decision
+    body: bytes = b""
+    claim: Claim | None = None  # a replay reservation the handler settles after delivery
+    filtered: str | None = None  # why the update filter dropped it
+    status: int = 0  # CLIENT_ERROR's answer
+    code: str = ""
+
+
+class Pipeline:
+    """Runs a route's checks in order. Its state (replay marks, rate windows) lives in `store`,
+    which outlives reloads; the route's checks hold configuration only."""
+
+    def __init__(self, store: Store, metrics: Metrics, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+
+    async def run(
+        self, request: Request, snapshot: Snapshot, route: Route, client: IPAddress | None, query: str
+    ) -> Verdict:
+        decision = Decision()
+        # 1. Source: refused before a byte of body is read, unless a canary needs the body to
+        # pick whether this request is enforced.
+        if route.source is not None:
+            try:
+                decision.add(route.source.run(client))
+            except Exception:
+                decision.add(Failure("source", "error"))
+        if not route.canary:
+            decision.enforce = route.enforce
+            if decision.reject is not None:
+                return Verdict(Action.REJECT, decision)
+        # 2. Rate limit, on the client IP.
+        on_store_error = snapshot.config.store.on_store_error
+        if route.rate_limit is not None:
+            decision.add(await self._rate_admit(route, client, on_store_error))
+            if not route.canary and decision.reject is not None:
+                return Verdict(Action.REJECT, decision)
+        if request.method == "GET":
+            # Only a route with a handshake gets here; a GET has no body to pick a canary bucket.
+            decision.enforce = route.enforces(b"")
+            if decision.reject is not None:
+                return Verdict(Action.REJECT, decision)
+            return Verdict(Action.HANDSHAKE, decision)
+        # 3. Body limits: they hold in both modes, the gateway never buffers an unbounded body.
+        limits = snapshot.config.limits
+        try:
+            if request.content.done:
+                # Already all in memory (the usual webhook, in the same packets as its head).
+                body = body_in_memory(request, limits.max_body_bytes)
+            else:
+                async with asyncio.timeout(limits.body_timeout):
+                    body = await read_body(request, limits.max_body_bytes)
+        except BodyTooLarge:
+            decision.failures.insert(0, TOO_LARGE)
+            decision.enforce = True
+            return Verdict(Action.REJECT, decision)
+        except TimeoutError:
+            return Verdict(Action.CLIENT_ERROR, decision, status=408, code="body_timeout")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return Verdict(Action.CLIENT_ERROR, decision, status=400, code="incomplete_body")
+        if route.canary:
+            decision.enforce = route.enforces(body)
+        # 4. Signature, on the raw bytes.
+        if route.signature is not None and not (decision.enforce and decision.reject):
+            failure, index = route.signature.run(Signed(request.headers, body, self.clock(), query))
+            decision.add(failure)
+            if index is not None:
+                decision.secret_index = index
+                route.metrics.secret_matched(index)
+            if route.rate_limit is not None and failure is not None and failure.decisive:
+                await self._rate_failed(route, client)
+        if decision.reject is not None:
+            return Verdict(Action.REJECT, decision, body)
+        # 5. Only now, verified, is the body parsed or the store touched: a forged or unsigned
+        # request can neither be filtered by content nor mark an update as seen.
+        claim: Claim | None = None
+        if decision.verified and (route.accept is not None or route.replay is not None):
+            update = parse_update(body) if route.needs_update else None
+            if route.accept is not None:
+                why = _filter(route, update)
+                if why is not None:
+                    return Verdict(Action.FILTERED, decision, body, filtered=why)
+            if route.replay is not None:
+                claim = await self._reserve(route, request, body, update, decision, on_store_error)
+                if decision.reject is not None:
+                    return Verdict(Action.REJECT, decision, body)
+        return Verdict(Action.FORWARD, decision, body, claim)
+
+    async def settle(self, route: Route, claim: Claim, delivered: bool) -> None:
+        """Close a replay reservation: marked on delivery (the upstream's 2xx), else released
+        so the sender's retry gets through."""
+        assert route.replay is not None
+        try:
+            await route.replay.settle(self.store, claim, delivered)
+        except StoreError as exc:
+            # Delivered but unmarked: a later retry is forwarded again (at least once, never
+            # lost). Unreleased: the lease runs out by itself.
+            self.metrics.store_errors.labels(route.name, exc.operation).inc()
+        except Exception:
+            log_.exception("replay settle failed")
+
+    def _store_failed(self, route: Route, check: str, exc: StoreError, on_error: str) -> Failure:
+        """fail-closed: a decisive failure (503, the sender retries, nothing is lost);
+        fail-open: counted, and the request goes on as if the check had passed."""
+        self.metrics.store_errors.labels(route.name, exc.operation).inc()
+        return Failure(check, "unavailable", decisive=on_error == "fail-closed")
+
+    async def _rate_admit(self, route: Route, client: IPAddress | None, on_error: str) -> Failure | None:
+        assert route.rate_limit is not None
+        try:
+            return await route.rate_limit.admit(self.store, client, self.clock())
+        except StoreError as exc:
+            return self._store_failed(route, "rate_limit", exc, on_error)
+        except Exception:
+            log_.exception("rate limit check failed")
+            return Failure("rate_limit", "error")  # fail closed
+
+    async def _rate_failed(self, route: Route, client: IPAddress | None) -> None:
+        assert route.rate_limit is not None
+        try:
+            await route.rate_limit.failed(self.store, client, self.clock())
+        except StoreError as exc:
+            # The request fails verification anyway; only the count is lost.
+            self.metrics.store_errors.labels(route.name, exc.operation).inc()
+        except Exception:
+            log_.exception("rate limit count failed")
+
+    async def _reserve(
+        self,
+        route: Route,
+        request: Request,
+        body: bytes,
+        update: dict[str, object] | None,
+        decision: Decision,
+        on_error: str,
+    ) -> Claim | None:
+        replay = route.replay
+        assert replay is not None
+        try:
+            failure, claim = await replay.reserve(self.store, replay.key(request.headers, body, update))
+        except StoreError as exc:
+            decision.add(self._store_failed(route, "replay", exc, on_error))
+            return None
+        except Exception:
+            log_.exception("replay check failed")
+            decision.add(Failure("replay", "error"))
+            return None
+        decision.add(failure)
+        return claim
+
+
+def _filter(route: Route, update: dict[str, object] | None) -> str | None:
+    assert route.accept is not None
+    try:
+        return route.accept.filtered(update)
+    except Exception:
+        return "error"  # an update that cannot be shown to be accepted is not forwarded

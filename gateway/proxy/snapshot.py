@@ -85,7 +85,7 @@ def compile_route(
         enforce_percent=rc.enforce_percent,
         source=source,
         signature=signature,
-        metrics=metrics.route(rc.name, rc.mode),
+        metrics=metrics.route(rc.name),
         handshake=handshake,
         rate_limit=RateLimitCheck(rc.name, rc.rate_limit) if rc.rate_limit is not None else None,
         replay=ReplayCheck(rc.name, rc.replay, upstream_timeout) if rc.replay is not None else None,

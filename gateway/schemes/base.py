@@ -9,12 +9,11 @@ import hmac
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from multidict import CIMultiDictProxy
 
-if TYPE_CHECKING:
-    from gateway.config import Problems, Reader, VerifyConfig
+from gateway.reader import Problems, Reader, Secret, parse_duration
 
 MISSING = "missing"
 MISMATCH = "mismatch"
@@ -41,6 +40,16 @@ class Signed(NamedTuple):
 
 class Verifier(Protocol):
     def verify(self, req: Signed) -> SigResult: ...
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """A route's `verify:` section: the scheme, its secrets in order, and its own options."""
+
+    scheme: str
+    secrets: tuple[Secret, ...]
+    options: Any  # the scheme's own frozen options object
+    on_missing: str = "reject"  # reject | allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +189,6 @@ class TimestampOptions:
 
 
 def parse_tolerance(r: Reader) -> TimestampOptions:
-    from gateway.config import parse_duration
-
     return TimestampOptions(r.get("tolerance", parse_duration, DEFAULT_TOLERANCE))
 
 

@@ -14,13 +14,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import Problems, Reader, VerifyConfig, choice, text
+from gateway.reader import Problems, Reader, choice, text
 from gateway.schemes.base import (
     FAIL_MALFORMED,
     Signature,
     Signed,
     SigResult,
     ToSign,
+    VerifyConfig,
     indexed,
     match_any,
     one_header,

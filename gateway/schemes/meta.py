@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import Problems, Reader, VerifyConfig
+from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
     HubSignatureVerifier,
     Signature,
     ToSign,
+    VerifyConfig,
     hub_signature,
     indexed,
     secret_for_signing,

@@ -6,13 +6,14 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import Problems, Reader, VerifyConfig
+from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
     FAIL_MALFORMED,
     Signature,
     Signed,
     SigResult,
     ToSign,
+    VerifyConfig,
     base64_digest,
     hmac_sha256,
     indexed,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import Problems, Reader, VerifyConfig
+from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
     FAIL_MALFORMED,
     FAIL_STALE,
@@ -16,6 +16,7 @@ from gateway.schemes.base import (
     SigResult,
     TimestampOptions,
     ToSign,
+    VerifyConfig,
     hmac_sha256,
     indexed,
     is_stale,

@@ -15,7 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from gateway.config import Problems, Reader, VerifyConfig
+from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
     FAIL_MALFORMED,
     FAIL_STALE,
@@ -25,6 +25,7 @@ from gateway.schemes.base import (
     SigResult,
     TimestampOptions,
     ToSign,
+    VerifyConfig,
     base64_digest,
     hmac_sha256,
     is_stale,

@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.config import Problems, Reader, VerifyConfig
+from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
     Signature,
     TokenVerifier,
     ToSign,
+    VerifyConfig,
     indexed,
     secret_for_signing,
 )

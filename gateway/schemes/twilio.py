@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import ParseResult, parse_qs, parse_qsl, urlparse, urlsplit
 
-from gateway.config import Problems, Reader, VerifyConfig
+from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
     FAIL_MALFORMED,
     FAIL_MISMATCH,
@@ -32,6 +32,7 @@ from gateway.schemes.base import (
     Signed,
     SigResult,
     ToSign,
+    VerifyConfig,
     base64_digest,
     indexed,
     lower_hex_digest,

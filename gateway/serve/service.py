@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-from aiohttp import http_parser, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import Config, Listen
@@ -28,11 +28,6 @@ from gateway.telegram.watch import TelegramWatcher
 from gateway.tls.store import CertStore
 
 log = logging.getLogger("webhook_gateway")
-
-
-def pure_python_parser() -> bool:
-    """True when aiohttp runs its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS or no C build)."""
-    return http_parser.HttpRequestParser is http_parser.HttpRequestParserPy  # type: ignore[attr-defined]
 
 
 class Service:

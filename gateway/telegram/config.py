@@ -9,7 +9,7 @@ from typing import Any
 
 from yarl import URL
 
-from gateway.config import Problems, Reader, Secret, boolean, parse_duration, resolve_secret
+from gateway.reader import Problems, Reader, Secret, boolean, parse_duration, resolve_secret
 
 TELEGRAM_KEYS = {"bot_token", "api_base", "watch", "watch_interval", "expected_url"}
 DEFAULT_API_BASE = "https://api.telegram.org"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import Problems, Reader, text
+from gateway.reader import Problems, Reader, text
 from gateway.tls.certs import MIN_VERSIONS, CertPair, PairError, load_pair
 
 TLS_KEYS = {"certificates", "min_version"}

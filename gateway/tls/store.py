@@ -18,8 +18,8 @@ import contextlib
 import logging
 import ssl
 
-from gateway.config import ConfigError
 from gateway.metrics import Metrics
+from gateway.reader import ConfigError
 from gateway.tls.certs import CertPair, LoadedCert, PairError, load_pair, pair_digest
 from gateway.tls.config import TlsConfig
 from gateway.tls.names import common_name, normalise

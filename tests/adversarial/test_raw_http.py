@@ -8,21 +8,13 @@ receive nothing. `test_valid_twin_is_forwarded` proves the same template does ge
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import yaml
 
 from tests.adversarial.harness import (
-    ROOT,
     TG_PATH,
     GatewayProcess,
     ThreadedUpstream,
     exchange,
-    gateway_config,
-    gateway_env,
     metric,
     parse_responses,
 )
@@ -158,22 +150,3 @@ def test_http10_and_tab_and_case_in_transfer_coding_are_accepted(
         )
         assert [r.status for r in parse_responses(raw) if r.status != 100] == [200], raw[:200]
     assert [r.body for r in upstream.received[before:]] == [BODY] * len(cases)
-
-
-def test_refuses_pure_python_parser_without_opt_in(upstream: ThreadedUpstream, tmp_path: Path) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(gateway_config(upstream)))
-    env = gateway_env("python")
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--config", str(path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert b"refusing to start" in done.stderr
-    assert b"allow_pure_python_parser" in done.stderr
-    assert b'"listening"' not in done.stderr
-    # The same config with the opt-in starts: the `gateway` fixture runs it under both parsers.

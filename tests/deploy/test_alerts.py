@@ -105,7 +105,7 @@ def _exported() -> dict[str, dict[str, set[str]]]:
     one route, every outcome, every check failure, a reload of each result, a spooled route's
     deliveries and write failures, a served certificate and a Telegram watcher."""
     m = Metrics()
-    route = m.route("r", "enforce")
+    route = m.route("r")
     route.upstream.observe(0.01)
     route.duration.observe(0.01)
     route.secret_matched(0)
