@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="machine-readable results")
     doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per network step")
-    from gateway.telegram.commands import add_parser as add_telegram
+    from gateway.commands.telegram import add_parser as add_telegram
 
     add_telegram(sub, help_config)
     worker = sub.add_parser("worker", help="internal: one of the processes `run` starts when workers > 1")
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return doctor(args.url, args.ca, args.resolve, args.json, args.timeout, sys.stdout)
     if args.command == "telegram":
-        from gateway.telegram.commands import run as telegram
+        from gateway.commands.telegram import run as telegram
 
         config = _load(cfg.default_path(args.config))
         return 1 if config is None else telegram(args, config)

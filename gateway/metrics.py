@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -239,7 +240,7 @@ class RouteMetrics:
 
 # With `workers: N`, spool gauges are read from the one shared database by every worker: the
 # latest reading stands for all (summing them would count each row N times).
-_FROM_DB = "livemostrecent"
+_FROM_DB: Final = "livemostrecent"
 
 # Results of one spooled delivery attempt.
 SPOOL_RESULTS = ("delivered", "retry", "dead_letter", "error")

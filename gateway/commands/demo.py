@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from typing import IO
 
 import aiohttp
 from aiohttp import web
@@ -37,11 +38,11 @@ async def _echo_bot(received: list[dict[str, str]]) -> tuple[web.AppRunner, int]
     return runner, port
 
 
-async def run_demo(out: object = None) -> int:
+async def run_demo(out: IO[str] | None = None) -> int:
     import io
     import sys
 
-    write = (out or sys.stdout).write  # type: ignore[attr-defined]
+    write = (out or sys.stdout).write
     received: list[dict[str, str]] = []
     bot, bot_port = await _echo_bot(received)
     token = secrets.token_urlsafe(24)

@@ -138,7 +138,7 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
                 problems.add(loc, f"secret from {ref}: {problem}")
         secrets.append(Secret(i, str(ref) if isinstance(ref, str) else "inline", value))
     options = scheme.parse_options(r, problems)
-    return VerifyConfig(scheme=scheme_name, secrets=tuple(secrets), options=options, on_missing=on_missing)
+    return VerifyConfig(scheme=scheme.name, secrets=tuple(secrets), options=options, on_missing=on_missing)
 
 
 def _rate(value: Any) -> Rate:

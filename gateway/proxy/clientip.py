@@ -44,8 +44,8 @@ def parse_ip(text: str) -> IPAddress | None:
 
 
 def normalise(ip: IPAddress) -> IPAddress:
-    if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
-        return ip.ipv4_mapped  # type: ignore[union-attr]
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
     return ip
 
 

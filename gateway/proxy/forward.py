@@ -78,8 +78,8 @@ def request_head(raw: list[tuple[bytes, bytes]], extra: Iterable[tuple[str, str]
     parts: list[bytes] = []
     for name, value in _kept(raw, _DROP_REQUEST_RAW):
         parts += (name, b": ", value, b"\r\n")
-    for name, text in extra:
-        parts += (name.encode("ascii"), b": ", text.encode("utf-8", "surrogateescape"), b"\r\n")
+    for label, text in extra:
+        parts += (label.encode("ascii"), b": ", text.encode("utf-8", "surrogateescape"), b"\r\n")
     head = b"".join(parts)
     # One CR and one LF per line, ours: a header carrying either would split the request
     # (llhttp refuses them inbound; checked again here, on the whole block at once).

@@ -10,9 +10,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from multidict import CIMultiDict
 
@@ -26,11 +26,24 @@ from gateway.proxy.forward import Forwarder, UpstreamError, head_lines, request_
 from gateway.proxy.pipeline import Action, Decision, Pipeline, Verdict, rejection_for
 from gateway.proxy.snapshot import Route, SnapshotHolder
 from gateway.schemes.handshake import HandshakeAnswer
-from gateway.spool.store import SpoolError
 from gateway.store import Store
 
-if TYPE_CHECKING:
-    from gateway.spool.service import Spool
+
+class Spooler(Protocol):
+    """Where `delivery: spool` routes keep an update (gateway.spool.service.Spool). Raises an
+    exception with a `reason` when it cannot store one: the sender gets a 503."""
+
+    async def accept(
+        self,
+        route: Route,
+        query: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        key: str | None = None,
+    ) -> bool: ...
+
+
+_SPOOL_REASONS = frozenset({"full", "disk_full", "locked", "error", "unavailable", "timeout"})
 
 _JSON = "application/json"
 # Answer to a duplicate or a filtered update: a 2xx (the sender stops retrying), no method call.
@@ -82,7 +95,7 @@ class Gateway:
         log: AccessLog,
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
-        spool: Spool | None = None,
+        spool: Spooler | None = None,
     ) -> None:
         self.holder = holder
         self.spool = spool
@@ -107,7 +120,7 @@ class Gateway:
         # system call per request.
         prefix = os.urandom(8).hex()
         counter = itertools.count()
-        self._request_id = lambda: f"{prefix}{next(counter):08x}"
+        self._request_id: Callable[[], str] = lambda: f"{prefix}{next(counter):08x}"
 
     def malformed(self, remote: str | None, status: int) -> None:
         """A request the server could not parse (and answered itself): count and log it."""
@@ -222,11 +235,13 @@ class Gateway:
         route, log, started = ex.route, ex.log, ex.started
         try:
             if self.spool is None:
-                raise SpoolError("unavailable", "no spool in this gateway")
+                raise LookupError("no spool in this gateway")
             stored = await self.spool.accept(route, ex.query, head_lines(head), body, key=ex.replay_key)
         except Exception as exc:  # anything unexpected is a failed write too: never a 200
             # Fail closed: the sender retries a 503, and nothing it was told is stored is lost.
-            reason = exc.reason if isinstance(exc, SpoolError) else "error"
+            reason = getattr(exc, "reason", "unavailable" if self.spool is None else "error")
+            if reason not in _SPOOL_REASONS:
+                reason = "error"  # a metric label from a fixed list, whatever was raised
             self.metrics.spool.write_failures.labels(route.name, reason).inc()
             log["spool_error"] = reason
             resp = json_error(503, "spool_unavailable", {"Retry-After": "5"})
@@ -305,10 +320,10 @@ class Gateway:
             mode = "enforce" if decision.enforce else "report-only"
             for f in decision.failures:
                 route.metrics.failure(f.check, f.reason, mode)
-            f = decision.first_decisive or (decision.failures[0] if decision.failures else None)
-            if f is not None:
-                log["check"] = f.check
-                log["reason"] = f.reason
+            shown = decision.first_decisive or (decision.failures[0] if decision.failures else None)
+            if shown is not None:
+                log["check"] = shown.check
+                log["reason"] = shown.reason
             if decision.secret_index is not None:
                 log["secret"] = decision.secret_index
         elapsed = time.perf_counter() - started if started is not None else 0.0

@@ -81,8 +81,11 @@ class Scheme(Protocol):
 
     name: str
     option_keys: frozenset[str]
-    # Header a replay check can use as its natural key (None: use update_id or body hash).
-    replay_header: str | None
+
+    @property
+    def replay_header(self) -> str | None:
+        """Header a replay check can use as its natural key (None: use update_id or body hash)."""
+        ...
 
     def check_secret(self, value: bytes) -> str | None: ...
 

@@ -12,19 +12,20 @@ from collections.abc import Callable
 from typing import IO
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
-from gateway.config import Config, Listen
+from gateway.config import Config, Limits, Listen
 from gateway.http.listener import HttpServer
 from gateway.metrics import Metrics
 from gateway.proxy.accesslog import AccessLog
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.handler import Gateway
 from gateway.proxy.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
+from gateway.serve.admin import admin_app
 from gateway.serve.reload import Reloader
+from gateway.serve.telegram_watch import TelegramWatcher
 from gateway.spool.service import Spool
 from gateway.store import build_store
-from gateway.telegram.watch import TelegramWatcher
 from gateway.tls.store import CertStore
 
 log = logging.getLogger("webhook_gateway")
@@ -101,7 +102,10 @@ class Service:
         await self.store.start()
         # Before the listener: pending rows resume, and the first request finds the spool open.
         await self.spool.start()
-        limits = lambda: self.holder.current.config.limits  # noqa: E731 - read per connection
+
+        def limits() -> Limits:  # read per connection: a reload applies to the next one
+            return self.holder.current.config.limits
+
         self._http = HttpServer(
             self.gateway,
             header_timeout=lambda: limits().header_timeout,
@@ -167,23 +171,12 @@ class Service:
             await self._admin_runner.cleanup()
 
     def _admin_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        return app
+        return admin_app(lambda: generate_latest(self.metrics.registry), self._readiness)
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, _: web.Request) -> web.Response:
+    def _readiness(self) -> tuple[bool, dict[str, object]]:
         if not self.ready or not self.serving:
-            return web.json_response({"status": "not ready"}, status=503)
-        return web.json_response({"status": "ready"})
+            return False, {"status": "not ready"}
+        return True, {"status": "ready"}
 
 
 def _bound_port(site: web.TCPSite) -> int:

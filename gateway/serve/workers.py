@@ -29,11 +29,12 @@ import tempfile
 import time
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from gateway.config import Config
 from gateway.metrics import MULTIPROC_ENV
+from gateway.serve.admin import admin_app
 
 log = logging.getLogger("webhook_gateway")
 
@@ -85,7 +86,7 @@ class Supervisor:
             assert worker.proc is not None
             code = await worker.proc.wait()
             worker.ready = False
-            mark_process_dead(worker.proc.pid, self.metrics_dir)
+            mark_process_dead(worker.proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
             if self.stopping:
                 return
             log.error("worker exited; starting it again", extra={"worker": worker.index, "code": code})
@@ -102,26 +103,19 @@ class Supervisor:
     # ------------------------------------------------------------ admin
 
     def _admin_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        return app
+        return admin_app(self._metrics, self._readiness, lambda: {"workers": len(self.workers)})
 
-    async def _metrics(self, _: web.Request) -> web.Response:
+    def _metrics(self) -> bytes:
+        # Every worker's values, from prometheus_client's files in the shared directory.
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.metrics_dir)
-        body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        MultiProcessCollector(registry, path=self.metrics_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "workers": len(self.workers)})
-
-    async def _readyz(self, _: web.Request) -> web.Response:
+    def _readiness(self) -> tuple[bool, dict[str, object]]:
         up = sum(1 for w in self.workers if w.ready and w.proc is not None and w.proc.returncode is None)
         if self.stopping or up < len(self.workers):
-            return web.json_response({"status": "not ready", "workers_ready": up}, status=503)
-        return web.json_response({"status": "ready", "workers_ready": up})
+            return False, {"status": "not ready", "workers_ready": up}
+        return True, {"status": "ready", "workers_ready": up}
 
     # ------------------------------------------------------------ lifecycle
 

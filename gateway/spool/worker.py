@@ -33,7 +33,7 @@ RETRYABLE_4XX = frozenset({408, 429})
 def backoff(attempts: int, initial: float, cap: float, rng: random.Random) -> float:
     """Exponential in the attempts made so far, capped, with "equal jitter": half the delay is
     fixed (it still grows), half is random (workers of many gateways do not retry in step)."""
-    base = min(cap, initial * 2 ** max(0, attempts - 1))
+    base = min(cap, initial * 2.0 ** max(0, attempts - 1))
     return base / 2 + rng.uniform(0, base / 2)
 
 

@@ -82,7 +82,7 @@ class CertStore:
         # every handshake to the current context of the chosen certificate anyway, so this one
         # never needs to change.
         ctx = self._load_at_start(0, self.config.certificates[0]).context
-        ctx.sni_callback = self._on_sni  # type: ignore[assignment]
+        ctx.sni_callback = self._on_sni
         return ctx
 
     def _install(self, certs: tuple[LoadedCert, ...]) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config as gateway_config_module
 from tests.adversarial.harness import (
     TG_PATH,
     Conn,
@@ -207,13 +206,9 @@ def test_rejection_flood_keeps_memory_and_log_volume_bounded(
         assert len(lines) <= 20 * (int(elapsed) + 2), (len(lines), elapsed)
 
 
-RATE_LIMIT: dict[str, object] = {"requests": "1000/s", "failures": "5/m"}  # adjust to the merged schema
+RATE_LIMIT: dict[str, object] = {"requests": "1000/s", "failures": "5/m"}
 
 
-@pytest.mark.skipif(
-    "rate_limit" not in gateway_config_module.ROUTE_KEYS,
-    reason="routes have no `rate_limit:` key yet (issue 4); this test runs once it is merged",
-)
 def test_forged_flood_from_one_address_is_throttled_while_valid_updates_pass(
     upstream: ThreadedUpstream, tmp_path: Path
 ) -> None:

@@ -19,8 +19,8 @@ import aiohttp
 from yarl import URL
 
 from gateway import config as cfg
+from gateway.serve.telegram_watch import same_url
 from gateway.telegram.api import BotApi, BotApiError
-from gateway.telegram.watch import same_url
 
 # The update types a bot receives when allowed_updates is not given (Telegram's own default).
 DEFAULT_UPDATES = "all except chat_member, message_reaction and message_reaction_count"
