@@ -190,9 +190,7 @@ def _show(listen: Listen, port: int) -> str:
     return str(Listen(listen.host, port))
 
 
-# The young generation is collected every this many new container objects instead of 700:
-# a request makes a few dozen (frames, dicts, lists), and with the default the collector ran
-# every ~20 requests, about a tenth of an accepted request's cost.
+# Young-generation threshold once serving (Python's default is 700): docs/decisions/0003-garbage-collector.md
 GC_YOUNG_THRESHOLD = 7000
 
 

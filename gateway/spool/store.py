@@ -1,4 +1,4 @@
-"""The spool database: SQLite in WAL mode with `synchronous=FULL`.
+"""The spool database: SQLite in WAL mode with `synchronous=FULL` (docs/decisions/0004-spool-on-sqlite.md).
 
 Synchronous code only: the gateway calls it from one dedicated thread (`SpoolStore` in
 `gateway/spool/service.py`), the `spool` subcommand calls it directly. WAL lets the command
