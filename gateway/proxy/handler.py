@@ -199,7 +199,8 @@ class Gateway:
             resp = Reply(200, _OK_BODY, content_type=_JSON)
             return self._answer(resp, route, "filtered", log, started, decision)
         if action is Action.HANDSHAKE:
-            return self._handshake(route, ex.query, decision, log, started)
+            assert verdict.answer is not None
+            return self._handshake(route, verdict.answer, decision, log, started)
         # CLIENT_ERROR: the body did not arrive whole; the connection is not reused.
         resp = json_error(verdict.status, verdict.code)
         resp.force_close()
@@ -251,16 +252,16 @@ class Gateway:
         return self._answer(resp, route, outcome, log, started, ex.decision)
 
     def _handshake(
-        self, route: Route, raw_query: str, decision: Decision, log: dict[str, object], started: float
+        self,
+        route: Route,
+        answer: HandshakeAnswer,
+        decision: Decision,
+        log: dict[str, object],
+        started: float,
     ) -> Reply:
-        """Answer a sender's GET verification handshake here; nothing is forwarded."""
-        assert route.handshake is not None
-        try:
-            answer = route.handshake.answer(raw_query)
-        except Exception:
-            answer = HandshakeAnswer(400, reason="error")  # fail closed
+        """A sender's verification handshake, answered here; nothing is forwarded."""
         if answer.reason is not None:
-            # The token is the only check a GET has: refused in every mode (there is nothing to
+            # A handshake's own token or form is refused in every mode (there is nothing to
             # forward and nobody else to answer it), so it counts as enforced.
             route.metrics.failure("signature", answer.reason, "enforce")
             log["check"], log["reason"] = "signature", answer.reason  # as the metric counts it
@@ -270,7 +271,7 @@ class Gateway:
             200,
             answer.body,
             {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
-            content_type="text/plain; charset=utf-8",
+            content_type=answer.content_type,
         )
         return self._answer(resp, route, "handshake", log, started, decision)
 

@@ -28,6 +28,7 @@ from gateway.proxy.checks import Failure
 from gateway.proxy.checks.body import TOO_LARGE, BodyTooLarge, body_in_memory, read_body
 from gateway.proxy.checks.replay import Claim
 from gateway.schemes.base import Signed
+from gateway.schemes.handshake import HandshakeAnswer
 from gateway.store import Store, StoreError
 from gateway.updates import parse_update
 
@@ -139,7 +140,7 @@ class Action(Enum):
     FORWARD = "forward"  # passed, or failed in report-only: to the upstream (or the spool)
     REJECT = "reject"  # an enforced decisive failure: `rejection_for(decision.reject)`
     FILTERED = "filtered"  # verified but not accepted: a 200 with nothing forwarded
-    HANDSHAKE = "handshake"  # a GET verification handshake, answered by the gateway
+    HANDSHAKE = "handshake"  # a verification handshake, answered by the gateway: `answer`
     CLIENT_ERROR = "client_error"  # the body never arrived whole: `status` and `code`
 
 
@@ -150,6 +151,7 @@ class Verdict:
     body: bytes = b""
     claim: Claim | None = None  # a replay reservation the handler settles after delivery
     filtered: str | None = None  # why the update filter dropped it
+    answer: HandshakeAnswer | None = None  # HANDSHAKE's answer
     status: int = 0  # CLIENT_ERROR's answer
     code: str = ""
 
@@ -189,7 +191,7 @@ class Pipeline:
             decision.enforce = route.enforces(b"")
             if decision.reject is not None:
                 return Verdict(Action.REJECT, decision)
-            return Verdict(Action.HANDSHAKE, decision)
+            return Verdict(Action.HANDSHAKE, decision, answer=_answer_get(route, query))
         # 3. Body limits: they hold in both modes, the gateway never buffers an unbounded body.
         limits = snapshot.config.limits
         try:
@@ -210,8 +212,9 @@ class Pipeline:
         if route.canary:
             decision.enforce = route.enforces(body)
         # 4. Signature, on the raw bytes.
+        signed = Signed(request.headers, body, self.clock(), query)
         if route.signature is not None and not (decision.enforce and decision.reject):
-            failure, index = route.signature.run(Signed(request.headers, body, self.clock(), query))
+            failure, index = route.signature.run(signed)
             decision.add(failure)
             if index is not None:
                 decision.secret_index = index
@@ -221,7 +224,12 @@ class Pipeline:
         if decision.reject is not None:
             return Verdict(Action.REJECT, decision, body)
         # 5. Only now, verified, is the body parsed or the store touched: a forged or unsigned
-        # request can neither be filtered by content nor mark an update as seen.
+        # request can neither be filtered by content nor mark an update as seen. A sender's
+        # handshake is answered here, in either delivery mode: never spooled or forwarded.
+        if route.challenge is not None and decision.verified:
+            answer = _answer_post(route, signed)
+            if answer is not None:
+                return Verdict(Action.HANDSHAKE, decision, body, answer=answer)
         claim: Claim | None = None
         if decision.verified and (route.accept is not None or route.replay is not None):
             update = parse_update(body) if route.needs_update else None
@@ -296,6 +304,22 @@ class Pipeline:
             return None
         decision.add(failure)
         return claim
+
+
+def _answer_get(route: Route, raw_query: str) -> HandshakeAnswer:
+    assert route.handshake is not None
+    try:
+        return route.handshake.answer(raw_query)
+    except Exception:
+        return HandshakeAnswer(400, reason="error")  # fail closed
+
+
+def _answer_post(route: Route, signed: Signed) -> HandshakeAnswer | None:
+    assert route.challenge is not None
+    try:
+        return route.challenge.answer(signed)
+    except Exception:
+        return HandshakeAnswer(400, reason="error")  # fail closed: never forwarded either
 
 
 def _filter(route: Route, update: dict[str, object] | None) -> str | None:

@@ -14,7 +14,7 @@ from gateway.proxy.checks.signature import SignatureCheck
 from gateway.proxy.checks.source import SourceCheck
 from gateway.proxy.clientip import NetSet
 from gateway.schemes import SCHEMES
-from gateway.schemes.handshake import Handshake
+from gateway.schemes.handshake import Challenge, Handshake
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Route:
     signature: SignatureCheck | None
     metrics: RouteMetrics
     handshake: Handshake | None = None  # a GET verification handshake (Meta's), answered here
+    challenge: Challenge | None = None  # a signed POST handshake, answered here once verified
     # Stateful checks: configuration only; their state lives in the Service's store.
     rate_limit: RateLimitCheck | None = None
     replay: ReplayCheck | None = None
@@ -70,6 +71,7 @@ def compile_route(
     source = SourceCheck(NetSet(rc.allow_sources)) if rc.allow_sources is not None else None
     signature = None
     handshake = None
+    challenge = None
     if rc.verify is not None:
         scheme = SCHEMES[rc.verify.scheme]
         verifier = scheme.build(rc.verify)
@@ -77,6 +79,9 @@ def compile_route(
         build_handshake = getattr(scheme, "build_handshake", None)
         if build_handshake is not None:
             handshake = build_handshake(rc.verify)
+        build_challenge = getattr(scheme, "build_challenge", None)
+        if build_challenge is not None:
+            challenge = build_challenge(rc.verify)
     enforce = rc.mode == "enforce"
     return Route(
         config=rc,
@@ -87,6 +92,7 @@ def compile_route(
         signature=signature,
         metrics=metrics.route(rc.name),
         handshake=handshake,
+        challenge=challenge,
         rate_limit=RateLimitCheck(rc.name, rc.rate_limit) if rc.rate_limit is not None else None,
         replay=ReplayCheck(rc.name, rc.replay, upstream_timeout) if rc.replay is not None else None,
         accept=AcceptCheck(rc.accept) if rc.accept is not None else None,

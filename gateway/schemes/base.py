@@ -75,8 +75,9 @@ class Scheme(Protocol):
     """A scheme is parsed from config (pure) and then built into a `Verifier`.
 
     A scheme with a GET verification handshake (Meta) also has
-    `build_handshake(verify) -> Handshake | None`; the snapshot looks it up with getattr, so
-    the schemes without one need no stub.
+    `build_handshake(verify) -> Handshake | None`, and one whose sender sends signed POST
+    handshakes `build_challenge(verify) -> Challenge | None` (gateway/schemes/handshake.py); the
+    snapshot looks them up with getattr, so the schemes without one need no stub.
     """
 
     name: str

@@ -1,4 +1,8 @@
-"""GET verification handshakes: a sender proves it knows a token, the gateway echoes a challenge.
+"""Verification handshakes the gateway answers itself; nothing here is ever forwarded upstream.
+
+Two kinds: a `Handshake` answers a GET from its query (Meta below), and a `Challenge` answers a
+POST that has already passed its route's signature check (a scheme's `build_challenge`), or says
+it is not one (None) so that the request goes on as usual.
 
 Meta (WhatsApp Cloud API, Messenger, Instagram) subscribes a webhook URL with
 `GET ?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...` and expects the challenge back
@@ -11,8 +15,11 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from gateway.schemes.base import Signed
 
 # The reason codes of gateway.schemes.base, spelled out: importing that package from here would
 # make a cycle (the meta scheme builds this handshake).
@@ -28,10 +35,21 @@ class HandshakeAnswer:
     status: int  # 200 answered, 400 malformed, 403 wrong or missing token
     body: bytes = b""  # the challenge, when answered
     reason: str | None = None  # missing | mismatch | malformed, when refused
+    content_type: str = "text/plain; charset=utf-8"
 
 
 class Handshake(Protocol):
+    """A GET handshake (`build_handshake` on the scheme): answered from the raw query alone."""
+
     def answer(self, raw_query: str) -> HandshakeAnswer: ...
+
+
+class Challenge(Protocol):
+    """A POST handshake (`build_challenge` on the scheme), shown only requests whose signature
+    verified: the answer, or None when this request is not a handshake. Never raises for bad
+    input (a malformed handshake is a 400 answer); an exception is a refusal anyway."""
+
+    def answer(self, req: Signed) -> HandshakeAnswer | None: ...
 
 
 @dataclass(frozen=True, repr=False)
