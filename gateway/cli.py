@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway import config as cfg
-from gateway import logs
+from gateway import logs, overrides
 from gateway.spool import cli as spool_cli
 
 log = logging.getLogger("webhook_gateway")
@@ -22,8 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     help_config = f"config file (default: ${cfg.CONFIG_ENV}, else {cfg.DEFAULT_CONFIG_PATH})"
-    run = sub.add_parser("run", help="serve")
+    run = sub.add_parser(
+        "run",
+        help="serve",
+        description="Serve the config's routes until SIGTERM/SIGINT; SIGHUP or an edit of the file "
+        "reloads it.",
+    )
     run.add_argument("--config", help=help_config)
+    overrides.add_arguments(run)
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
     sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
@@ -60,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="internal: one of the processes `run` starts when workers > 1")
     worker.add_argument("--config", help=help_config)
     worker.add_argument("--ready-fd", type=int, required=True, help="pipe to write `ready` to")
+    overrides.add_arguments(worker)
     return p
 
 
@@ -104,13 +112,19 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def cmd_run(path: str, ready_fd: int | None = None) -> int:
+def cmd_run(path: str, over: overrides.Overrides, ready_fd: int | None = None) -> int:
     from gateway.serve.service import pure_python_parser, run
 
     logs.setup()
     config = _load(path)
     if config is None:
         return 1
+    try:
+        config = over.apply(config)
+    except cfg.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
     pure = pure_python_parser()
     if pure and not config.allow_pure_python_parser:
         log.error(
@@ -130,8 +144,8 @@ def cmd_run(path: str, ready_fd: int | None = None) -> int:
     if config.workers > 1 and ready_fd is None:
         from gateway.serve.workers import supervise
 
-        return _loop_run(supervise(config, path))
-    return _loop_run(run(config, path, ready_fd))
+        return _loop_run(supervise(config, path, over))
+    return _loop_run(run(config, path, ready_fd, over))
 
 
 def _loop_run(main: Coroutine[Any, Any, int]) -> int:
@@ -151,10 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(cfg.default_path(args.config))
-    if args.command == "run":
-        return cmd_run(cfg.default_path(args.config))
-    if args.command == "worker":
-        return cmd_run(cfg.default_path(args.config), ready_fd=args.ready_fd)
+    if args.command in ("run", "worker"):
+        try:
+            over = overrides.resolve(args.listen, args.admin_listen, os.environ)
+        except cfg.ConfigError as exc:  # a bad environment variable: a usage error, as a bad flag is
+            for problem in exc.problems:
+                print(f"webhook-gateway {args.command}: error: {problem}", file=sys.stderr)
+            return 2
+        ready_fd = args.ready_fd if args.command == "worker" else None
+        return cmd_run(cfg.default_path(args.config), over, ready_fd=ready_fd)
     if args.command == "spool":
         return spool_cli.run(args)
     if args.command == "sign":
