@@ -33,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     overrides.add_arguments(run)
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
-    sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    demo = sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the echo bot and the gateway running (on 127.0.0.1:8080) and print a curl to try it",
+    )
+    overrides.add_arguments(demo)
     spool_cli.add_parser(sub, help_config)
     sign = sub.add_parser(
         "sign",
@@ -185,9 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return cmd_sign(config, args.route, args.body, args.content_type, args.timestamp, args.query, args.id)
     if args.command == "demo":
-        from gateway.commands.demo import run_demo
+        from gateway.commands.demo import run_demo, serve_demo
 
-        return asyncio.run(run_demo())
+        if not args.serve:
+            return asyncio.run(run_demo())
+        try:
+            over = overrides.resolve(args.listen, args.admin_listen, os.environ)
+        except cfg.ConfigError as exc:
+            for problem in exc.problems:
+                print(f"webhook-gateway demo: error: {problem}", file=sys.stderr)
+            return 2
+        return asyncio.run(serve_demo(over))
     if args.command == "doctor":
         from gateway.commands.doctor import main as doctor
 
