@@ -13,10 +13,18 @@ ensure_venv() {
       python3 -m venv .venv
     fi
   fi
-  local stamp=".venv/.installed${extras}" want
+  local stamp=".venv/.installed${extras}" want s
   want="$(_venv_inputs_hash)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0
+  fi
+  if [ -z "$extras" ]; then
+    # Any extras install brought the package and its own dependencies too.
+    for s in .venv/.installed*; do
+      if [ -f "$s" ] && [ "$(cat "$s")" = "$want" ]; then
+        return 0
+      fi
+    done
   fi
   rm -f "$stamp"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"

@@ -73,3 +73,11 @@ def test_failed_install_is_retried(tmp_path: Path) -> None:
     assert _ensure(project, "") == 0
     assert _ensure(project, "") == 0
     assert len(_calls(project)) == 2
+
+
+def test_an_extras_install_covers_the_plain_one(tmp_path: Path) -> None:
+    # scripts/test installs [test]; scripts/gateway afterwards needs no pip run of its own.
+    project = _project(tmp_path)
+    assert _ensure(project, "[test]") == 0
+    assert _ensure(project, "") == 0
+    assert len(_calls(project)) == 1
