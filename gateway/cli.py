@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway import config as cfg
 from gateway import logs
+from gateway.config import overrides
 from gateway.spool import cli as spool_cli
 
 log = logging.getLogger("webhook_gateway")
@@ -22,11 +24,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     help_config = f"config file (default: ${cfg.CONFIG_ENV}, else {cfg.DEFAULT_CONFIG_PATH})"
-    run = sub.add_parser("run", help="serve")
+    run = sub.add_parser(
+        "run",
+        help="serve",
+        description="Serve the config's routes until SIGTERM/SIGINT; SIGHUP or an edit of the file "
+        "reloads it.",
+    )
     run.add_argument("--config", help=help_config)
+    overrides.add_arguments(run)
     check = sub.add_parser("check", help="validate a config and list every problem")
     check.add_argument("--config", help=help_config)
-    sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    demo = sub.add_parser("demo", help="run a gateway in front of a built-in echo bot and send three updates")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the echo bot and the gateway running (on 127.0.0.1:8080) and print a curl to try it",
+    )
+    overrides.add_arguments(demo)
     spool_cli.add_parser(sub, help_config)
     sign = sub.add_parser(
         "sign",
@@ -60,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="internal: one of the processes `run` starts when workers > 1")
     worker.add_argument("--config", help=help_config)
     worker.add_argument("--ready-fd", type=int, required=True, help="pipe to write `ready` to")
+    overrides.add_arguments(worker)
     return p
 
 
@@ -108,7 +123,7 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def cmd_run(path: str, ready_fd: int | None = None) -> int:
+def cmd_run(path: str, over: overrides.Overrides, ready_fd: int | None = None) -> int:
     from gateway.serve.service import run
 
     logs.setup()
@@ -119,14 +134,20 @@ def cmd_run(path: str, ready_fd: int | None = None) -> int:
         for problem in exc.problems:
             log.error("refusing to start", extra={"problem": problem})
         return 1
+    try:
+        config = over.apply(config)
+    except cfg.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
     for warning in warnings:
         log.warning("config_deprecated", extra={"problem": warning})
     log.info("starting", extra={"public_parser": "llhttp", "fd_limit": raise_fd_limit()})
     if config.workers > 1 and ready_fd is None:
         from gateway.serve.workers import supervise
 
-        return _loop_run(supervise(config, path))
-    return _loop_run(run(config, path, ready_fd))
+        return _loop_run(supervise(config, path, over))
+    return _loop_run(run(config, path, ready_fd, over))
 
 
 def _loop_run(main: Coroutine[Any, Any, int]) -> int:
@@ -146,10 +167,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(cfg.default_path(args.config))
-    if args.command == "run":
-        return cmd_run(cfg.default_path(args.config))
-    if args.command == "worker":
-        return cmd_run(cfg.default_path(args.config), ready_fd=args.ready_fd)
+    if args.command in ("run", "worker"):
+        try:
+            over = overrides.resolve(args.listen, args.admin_listen, os.environ)
+        except cfg.ConfigError as exc:  # a bad environment variable: a usage error, as a bad flag is
+            for problem in exc.problems:
+                print(f"webhook-gateway {args.command}: error: {problem}", file=sys.stderr)
+            return 2
+        ready_fd = args.ready_fd if args.command == "worker" else None
+        return cmd_run(cfg.default_path(args.config), over, ready_fd=ready_fd)
     if args.command == "spool":
         return spool_cli.run(args)
     if args.command == "sign":
@@ -161,9 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return cmd_sign(config, args.route, args.body, args.content_type, args.timestamp, args.query, args.id)
     if args.command == "demo":
-        from gateway.commands.demo import run_demo
+        from gateway.commands.demo import run_demo, serve_demo
 
-        return asyncio.run(run_demo())
+        if not args.serve:
+            return asyncio.run(run_demo())
+        try:
+            over = overrides.resolve(args.listen, args.admin_listen, os.environ)
+        except cfg.ConfigError as exc:
+            for problem in exc.problems:
+                print(f"webhook-gateway demo: error: {problem}", file=sys.stderr)
+            return 2
+        return asyncio.run(serve_demo(over))
     if args.command == "doctor":
         from gateway.commands.doctor import main as doctor
 

@@ -1,5 +1,8 @@
-# Sourced by scripts/run and scripts/test: a project virtualenv with the package installed.
+# Sourced by scripts/gateway, scripts/docs and scripts/test: a project virtualenv with the package installed.
 # Usage: ensure_venv EXTRAS   (e.g. "" or "[test]")
+#
+# pip runs only when pyproject.toml changed since the venv was last installed with these extras
+# (the install is editable, so code edits need no reinstall): a stamp per extras holds the hash.
 ensure_venv() {
   local extras="$1"
   if [ ! -x .venv/bin/python ]; then
@@ -10,7 +13,34 @@ ensure_venv() {
       python3 -m venv .venv
     fi
   fi
+  local stamp=".venv/.installed${extras}" want s
+  want="$(_venv_inputs_hash)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  if [ -z "$extras" ]; then
+    # Any extras install brought the package and its own dependencies too.
+    for s in .venv/.installed*; do
+      if [ -f "$s" ] && [ "$(cat "$s")" = "$want" ]; then
+        return 0
+      fi
+    done
+  fi
+  rm -f "$stamp"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+  # Written only after pip succeeded: a failed install is retried on the next call.
+  printf '%s\n' "$want" >"$stamp"
+}
+
+# What the install depends on: pyproject.toml (and a lock file, should one appear).
+_venv_inputs_hash() {
+  local f
+  for f in pyproject.toml requirements.lock; do
+    if [ -f "$f" ]; then
+      printf '%s\n' "$f"
+      cat "$f"
+    fi
+  done | sha256sum | cut -d' ' -f1
 }
 
 apt_install() {

@@ -11,7 +11,7 @@ import io
 import json
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,8 +301,11 @@ def free_port() -> int:
 class GatewayProcess:
     """`python -m gateway run` as a real child process on free loopback ports."""
 
-    def __init__(self, config_path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.config_path = config_path
+        self.args = list(args)  # after `run --config PATH`, e.g. ["--listen", "127.0.0.1:8081"]
         self.env = {**ENV, "PATH": "/usr/bin:/bin", **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
         # A file, not a pipe: a child blocked on a full pipe would look like a hang.
@@ -320,6 +323,7 @@ class GatewayProcess:
             "run",
             "--config",
             str(self.config_path),
+            *self.args,
             cwd=ROOT_DIR,
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,

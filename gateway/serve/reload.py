@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import config as cfg
+from gateway.config.overrides import Overrides
 from gateway.metrics import Metrics
 from gateway.proxy.snapshot import SnapshotHolder, compile_snapshot, publish_route_gauges
 
@@ -55,11 +56,13 @@ class Reloader:
         holder: SnapshotHolder,
         metrics: Metrics,
         on_applied: Callable[[cfg.Config], None] | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.path = path
         self.holder = holder
         self.metrics = metrics
         self.on_applied = on_applied
+        self.overrides = overrides or Overrides()
         self._state = file_state(path)
         self._digest = _digest(path)
         self._lock = asyncio.Lock()
@@ -80,6 +83,8 @@ class Reloader:
         self._digest = digest
         try:
             new = cfg.build(cfg.parse_yaml(data.decode("utf-8"), self.path), source_path=self.path)
+            # `run --listen` and friends hold for the process: the file's value never comes back.
+            new = self.overrides.apply(new)
         except UnicodeDecodeError:
             return self._failed([f"{self.path}: config is not UTF-8"])
         except cfg.ConfigError as exc:

@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from gateway.config import Config, Limits, Listen
+from gateway.config.overrides import Overrides
 from gateway.http.listener import HttpServer
 from gateway.metrics import Metrics
 from gateway.proxy.accesslog import AccessLog
@@ -203,7 +204,12 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-async def run(config: Config, path: str | None = None, ready_fd: int | None = None) -> int:
+async def run(
+    config: Config,
+    path: str | None = None,
+    ready_fd: int | None = None,
+    over: Overrides | None = None,
+) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code.
 
     With `path`, the file is watched and SIGHUP reloads it. With `ready_fd` this process is one
@@ -219,7 +225,7 @@ async def run(config: Config, path: str | None = None, ready_fd: int | None = No
         loop.add_signal_handler(sig, service.begin_shutdown)
     reloader = None
     if path is not None:
-        reloader = Reloader(path, service.holder, service.metrics)
+        reloader = Reloader(path, service.holder, service.metrics, overrides=over)
         reloader.start()
         loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload(force=True))
     settle_garbage_collector()

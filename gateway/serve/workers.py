@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from gateway.config import Config
+from gateway.config.overrides import Overrides
 from gateway.metrics import MULTIPROC_ENV
 from gateway.serve.admin import admin_app
 
@@ -49,9 +50,10 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, config: Config, path: str) -> None:
+    def __init__(self, config: Config, path: str, over: Overrides | None = None) -> None:
         self.config = config
         self.path = path
+        self.overrides = over or Overrides()
         self.workers = [Worker(i) for i in range(config.workers)]
         self.stopping = False
         self.stopped = asyncio.Event()
@@ -65,6 +67,7 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         env = {**os.environ, MULTIPROC_ENV: self.metrics_dir}
         cmd = [sys.executable, "-m", "gateway", "worker", "--config", self.path, "--ready-fd", str(write_fd)]
+        cmd += self.overrides.argv()  # the worker binds what `run --listen` said, not the file
         worker.ready = False
         try:
             worker.proc = await asyncio.create_subprocess_exec(*cmd, env=env, pass_fds=(write_fd,))
@@ -178,5 +181,5 @@ class Supervisor:
         return failed
 
 
-async def supervise(config: Config, path: str) -> int:
-    return await Supervisor(config, path).run()
+async def supervise(config: Config, path: str, over: Overrides | None = None) -> int:
+    return await Supervisor(config, path, over).run()
