@@ -20,6 +20,7 @@ import yaml
 from yarl import URL
 
 if TYPE_CHECKING:
+    from gateway.store.config import RedisTopology
     from gateway.telegram.config import TelegramConfig
     from gateway.tls.config import TlsConfig
 
@@ -181,8 +182,9 @@ class StoreConfig:
     changes it is refused), except `on_store_error`, which a reload may flip: it is left out of
     equality for that reason."""
 
-    backend: str = "memory"  # memory | redis
+    backend: str = "memory"  # memory | redis | redis-cluster
     redis_url: Secret | None = None  # from env:/file: only: it may hold a password
+    topology: RedisTopology | None = None  # redis via sentinel, or redis-cluster
     max_entries: int = 100_000  # memory: per table (replay marks, rate windows)
     key_prefix: str = "webhook-gateway:"  # redis: shared by every replica of one deployment
     timeout: float = 0.5  # redis: connect and per-command deadline
@@ -191,6 +193,7 @@ class StoreConfig:
     def __repr__(self) -> str:
         # Never the URL itself: it may carry a password.
         where = f", redis_url={self.redis_url.source}" if self.redis_url is not None else ""
+        where += f", {self.topology}" if self.topology is not None else ""
         return f"StoreConfig(backend={self.backend}{where})"
 
     __str__ = __repr__
@@ -715,7 +718,8 @@ def _spool(raw: Any, problems: Problems) -> SpoolConfig:
 
 
 STORE_KEYS = {"backend", "redis_url", "on_store_error", "max_entries", "key_prefix", "timeout"}
-_REDIS_ONLY = ("redis_url", "key_prefix", "timeout")
+STORE_KEYS |= {"sentinel", "cluster"}  # gateway/store/config.py
+_REDIS_ONLY = ("redis_url", "key_prefix", "timeout", "sentinel", "cluster")
 
 
 def _redis_url_problem(url: bytes) -> str | None:
@@ -739,10 +743,18 @@ def _redis_url_problem(url: bytes) -> str | None:
 def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreConfig:
     r = Reader(raw, "store", problems, STORE_KEYS)
     d = StoreConfig()
-    backend = r.get("backend", choice("memory", "redis"), d.backend)
+    backend = r.get("backend", choice("memory", "redis", "redis-cluster"), d.backend)
     url: Secret | None = None
-    if backend == "redis":
-        if not r.has("redis_url"):
+    several = backend == "redis-cluster" or (backend == "redis" and r.has("sentinel"))
+    topology = None
+    if several:
+        from gateway.store.config import parse_topology
+
+        topology = parse_topology(r, backend, problems, environ)
+    if backend != "memory":
+        if several:
+            pass  # the nodes are named by `sentinel:` / `cluster:` instead of redis_url
+        elif not r.has("redis_url"):
             problems.add(r.loc("redis_url"), "is required with backend: redis (e.g. env:REDIS_URL)")
         else:
             ref = r.raw["redis_url"]
@@ -762,6 +774,8 @@ def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreCon
             )
         if r.has("max_entries"):
             problems.add(r.loc("max_entries"), "applies to backend: memory only")
+        if backend == "redis" and r.has("cluster"):
+            problems.add(r.loc("cluster"), "applies to backend: redis-cluster only")
     else:
         for key in _REDIS_ONLY:
             if r.has(key):
@@ -769,6 +783,7 @@ def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreCon
     return StoreConfig(
         backend=backend,
         redis_url=url,
+        topology=topology,
         max_entries=r.get("max_entries", int_range(1, 100_000_000), d.max_entries),
         key_prefix=r.get("key_prefix", text, d.key_prefix),
         timeout=r.get("timeout", parse_duration, d.timeout),
