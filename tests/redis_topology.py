@@ -223,9 +223,9 @@ class ClusterSetup:
         for n in self.nodes:
             n.start()
         cli = _binary("redis-cli", "redis-tools")
+        create = ["--cluster", "create", *self.addresses, "--cluster-replicas", "1", "--cluster-yes"]
         out = subprocess.run(
-            [cli, "--no-auth-warning", "-a", PASSWORD, "--cluster", "create", *self.addresses]
-            + ["--cluster-replicas", "1", "--cluster-yes"],
+            [cli, "--no-auth-warning", "-a", PASSWORD, *create],
             capture_output=True,
             timeout=60,
             check=False,
