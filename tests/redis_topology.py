@@ -91,6 +91,7 @@ def redis_node(workdir: Path, name: str, port: int, *extra: str) -> Process:
         "--appendonly", "no",
         "--dir", str(workdir),
         "--dbfilename", f"{name}.rdb",
+        "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
         *extra,
     ]  # fmt: skip
     return Process(argv, workdir, name, port, PASSWORD)
@@ -211,6 +212,9 @@ class ClusterSetup:
                 "--cluster-config-file", f"nodes-{i}.conf",
                 "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
                 "--cluster-replica-validity-factor", "0",  # a replica may always take over
+                # The other masters keep serving while one's slots wait for its replica
+                # (docs/redis-cluster.md recommends it).
+                "--cluster-require-full-coverage", "no",
             )
             for i, port in enumerate(cluster_port() for _ in range(6))
         ]  # fmt: skip
@@ -234,10 +238,20 @@ class ClusterSetup:
             raise RuntimeError(out.stdout.decode() + out.stderr.decode())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if all(self.state(n) == "ok" for n in self.nodes) and len(self.masters()) == 3:
+            if (
+                all(self.state(n) == "ok" for n in self.nodes)
+                and len(self.masters()) == 3
+                and all(self.synced(n) for n in self.nodes)
+            ):
                 return
             time.sleep(0.1)
         raise RuntimeError("cluster did not reach state ok")
+
+    @staticmethod
+    def synced(node: Process) -> bool:
+        """A master, or a replica whose link to its master is up (the initial sync is done)."""
+        info = command(node.port, "INFO", "replication")
+        return "role:master" in info or "master_link_status:up" in info
 
     @staticmethod
     def state(node: Process) -> str:
