@@ -44,6 +44,7 @@ SENTINEL = {
     "addresses": ["10.0.0.1:26379", "sentinel-1.redis", "[fd00::1]:26380"],
     "password": "env:REDIS_PASSWORD",
     "sentinel_password": "env:SENTINEL_PASSWORD",
+    "username": "gateway",
 }
 CLUSTER = {"addresses": ["redis-0.redis:6379", "redis-1.redis:6380"], "password": "env:REDIS_PASSWORD"}
 
@@ -52,7 +53,7 @@ def test_sentinel_form() -> None:
     c = cfg.build(config({"backend": "redis", "sentinel": SENTINEL, "timeout": "250ms"}), SECRETS)
     t = c.store.topology
     assert isinstance(t, RedisTopology)
-    assert (t.kind, t.master) == ("sentinel", "mymaster")
+    assert (t.kind, t.master, t.username) == ("sentinel", "mymaster", "gateway")
     # A bare host takes the sentinel port.
     assert t.addresses == (("10.0.0.1", 26379), ("sentinel-1.redis", 26379), ("fd00::1", 26380))
     assert t.password is not None and t.password.value == PW.encode()
