@@ -193,6 +193,15 @@ class Metrics:
             registry=r,
             multiprocess_mode="min",  # with workers: 0 if any worker cannot reach it
         )
+        self.store_state = Gauge(
+            "webhook_gateway_store_state",
+            "The Redis store's state by the last probe, 1 for the current one: connected,"
+            " failing_over (the master does not answer and Sentinel / the cluster holds it as"
+            " down: a replica is being promoted), unreachable (does not answer, no failover known).",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.store_master = Gauge(
             "webhook_gateway_store_master",
             "1 for each Redis master the store writes to now (sentinel: the one the sentinels"

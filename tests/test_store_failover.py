@@ -156,6 +156,7 @@ class Watch:
     gws: list[GatewayProcess]
     ready: list[int] = field(default_factory=list)
     store_up: dict[int, list[float]] = field(default_factory=dict)
+    states: dict[int, set[str]] = field(default_factory=dict)  # store_state values seen at 1
 
     async def run(self, stop: asyncio.Event, session: aiohttp.ClientSession) -> None:
         while not stop.is_set():
@@ -163,6 +164,9 @@ class Watch:
                 async with session.get(gw.admin + "/readyz") as r:
                     self.ready.append(r.status)
                 self.store_up.setdefault(i, []).append(await gw.metric("webhook_gateway_store_up"))
+                for state in ("connected", "failing_over", "unreachable"):
+                    if await gw.metric("webhook_gateway_store_state", state=state) == 1:
+                        self.states.setdefault(i, set()).add(state)
             await asyncio.sleep(0.2)
 
 
@@ -288,6 +292,10 @@ async def test_sentinel_failover_under_two_gateways(
             assert set(watch.ready) == {200}, "/readyz must stay ready while the store fails over"
             for i, gw in enumerate(gws):
                 assert 0 in watch.store_up[i], "store_up never showed the outage"
+                if how == "crash":
+                    # The sentinels held the master as down before promoting its replica.
+                    assert "failing_over" in watch.states[i], watch.states
+                assert await gw.metric("webhook_gateway_store_state", state="connected") == 1
                 assert await gw.metric("webhook_gateway_store_up") == 1
                 assert await gw.metric("webhook_gateway_store_failovers_total") == 1
                 assert await gw.metric("webhook_gateway_store_master", address=new_master) == 1
@@ -296,6 +304,7 @@ async def test_sentinel_failover_under_two_gateways(
             report(
                 f"sentinel ({how})",
                 slowest_answer_s=round(max(s.slowest for s in streams), 2),
+                states_seen=[sorted(v) for v in watch.states.values()],
                 down_after_ms=DOWN_AFTER_MS,
                 failover_timeout_ms=FAILOVER_TIMEOUT_MS,
                 recovery_s=[round(r, 2) for r in recovery],
@@ -370,7 +379,9 @@ async def test_cluster_failover_under_two_gateways(
             masters = setup.masters()
             assert victim not in masters and len(masters) == 3, masters
             promoted = next(a for a in masters if a not in owner.values())
-            for gw in gws:
+            for i, gw in enumerate(gws):
+                assert "failing_over" in watch.states[i], watch.states
+                assert await gw.metric("webhook_gateway_store_state", state="connected") == 1
                 assert await gw.metric("webhook_gateway_store_up") == 1
                 assert await gw.metric("webhook_gateway_store_master", address=promoted) == 1
                 assert await gw.metric("webhook_gateway_store_master", address=victim) == 0

@@ -71,9 +71,9 @@ async def processes(
             assert PASSWORD not in gw.stderr, "the Redis password leaked into a log line"
 
 
-async def wait_for_metric(gw: GatewayProcess, name: str, value: float) -> None:
+async def wait_for_metric(gw: GatewayProcess, name: str, value: float, **labels: str) -> None:
     async with asyncio.timeout(10):
-        while await gw.metric(name) != value:
+        while await gw.metric(name, **labels) != value:
             await asyncio.sleep(0.1)
 
 
@@ -160,6 +160,9 @@ async def test_redis_down_fails_closed_with_503_and_recovers_when_it_returns(
                 # The probe (once a second) reports the outage; the pod stays ready, since
                 # on_store_error decides per request.
                 await wait_for_metric(gw, "webhook_gateway_store_up", 0)
+                # No Sentinel or cluster to say a replica takes over: simply unreachable.
+                await wait_for_metric(gw, "webhook_gateway_store_state", 1, state="unreachable")
+                assert await gw.metric("webhook_gateway_store_state", state="connected") == 0
                 assert await gw.metric("webhook_gateway_store_master", address=address) == 1
                 assert await ready_status(gw) == 200
             redis_server.start()  # same port, empty (no persistence): the gateways reconnect

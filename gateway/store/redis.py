@@ -81,6 +81,9 @@ return (w - e) + w - math.floor((limit - 1) * w / curr)
 
 
 PROBE_INTERVAL = 1.0
+# webhook_gateway_store_state: the probe's view, one of these at 1.
+CONNECTED, FAILING_OVER, UNREACHABLE = "connected", "failing_over", "unreachable"
+STATES = (CONNECTED, FAILING_OVER, UNREACHABLE)
 
 
 class RedisStore:
@@ -121,6 +124,18 @@ class RedisStore:
                 await self._probe_task
         await self.topology.close()
 
+    async def _failing_over(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout * 3):
+                return await self.topology.failing_over()
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    def _state(self, state: str) -> None:
+        assert self.metrics is not None
+        for name in STATES:
+            self.metrics.store_state.labels(name).set(1 if name == state else 0)
+
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.probe_interval)
@@ -134,9 +149,11 @@ class RedisStore:
         except StoreError:
             if self.metrics is not None:
                 self.metrics.store_up.set(0)
+                self._state(FAILING_OVER if await self._failing_over() else UNREACHABLE)
             return False
         if self.metrics is not None:
             self.metrics.store_up.set(1)
+            self._state(CONNECTED)
             if self.masters and set(masters) - set(self.masters):
                 self.metrics.store_failovers.inc()
             for gone in set(self.masters) - set(masters):

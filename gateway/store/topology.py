@@ -15,6 +15,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from gateway.store.config import RedisTopology
 
@@ -39,6 +40,11 @@ class Topology:
         kw = self.client.connection_pool.connection_kwargs
         where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
         return (str(where),)
+
+    async def failing_over(self) -> bool:
+        """Asked when the master does not answer: does the topology itself know it is down
+        (and will promote a replica), or is it simply unreachable from here?"""
+        return False
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -75,6 +81,16 @@ class SentinelTopology(Topology):
         await self.client.ping()
         return (f"{host}:{port}",)
 
+    async def failing_over(self) -> bool:
+        for sentinel in self.sentinel.sentinels:
+            try:
+                state = await sentinel.sentinel_master(self.name)
+            except RedisError:
+                continue
+            # Subjectively down for this sentinel, objectively for the quorum, or promoting.
+            return bool(state.get("is_sdown") or state.get("is_odown") or state.get("is_master_down"))
+        return False
+
     async def close(self) -> None:
         await self.client.aclose()
         await self.sentinel.aclose()
@@ -102,6 +118,21 @@ class ClusterTopology(Topology):
     async def masters(self) -> tuple[str, ...]:
         await self.client.ping(target_nodes=RedisCluster.PRIMARIES)
         return tuple(sorted(node.name for node in self.client.get_primaries()))
+
+    async def failing_over(self) -> bool:
+        # Any node that answers knows which masters the cluster holds as failing (fail?) or
+        # failed (fail): their replicas are about to take over.
+        for node in self.client.get_nodes():
+            try:
+                table = await self.client.execute_command("CLUSTER NODES", target_nodes=node)
+            except RedisError:
+                continue
+            for entry in table.values() if isinstance(table, dict) else ():
+                flags = str(entry.get("flags", "")).split(",") if isinstance(entry, dict) else []
+                if "master" in flags and ("fail" in flags or "fail?" in flags):
+                    return True
+            return False
+        return False
 
 
 def build_topology(target: str | RedisTopology, timeout: float) -> Topology:
