@@ -187,6 +187,36 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        # Redis store state, from a probe once a second (gateway/store/redis.py).
+        self.store_up = Gauge(
+            "webhook_gateway_store_up",
+            "1 when the last probe of the Redis store succeeded (every cluster master answered),"
+            " 0 while it is unreachable or failing over.",
+            registry=r,
+            multiprocess_mode="min",  # with workers: 0 if any worker cannot reach it
+        )
+        self.store_state = Gauge(
+            "webhook_gateway_store_state",
+            "The Redis store's state by the last probe, 1 for the current one: connected,"
+            " failing_over (the master does not answer and Sentinel / the cluster holds it as"
+            " down: a replica is being promoted), unreachable (does not answer, no failover known).",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.store_master = Gauge(
+            "webhook_gateway_store_master",
+            "1 for each Redis master the store writes to now (sentinel: the one the sentinels"
+            " name; cluster: every master), 0 for one it wrote to before.",
+            ["address"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.store_failovers = Counter(
+            "webhook_gateway_store_failovers",
+            "Times the probe found a new Redis master (a Sentinel or Cluster failover).",
+            registry=r,
+        )
         for result in ("success", "error"):
             self.config_reloads.labels(result)
             self.tls_reloads.labels(result)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -68,6 +69,17 @@ async def processes(
         for gw in started:
             record_output("gateway stderr", gw.stderr)
             assert PASSWORD not in gw.stderr, "the Redis password leaked into a log line"
+
+
+async def wait_for_metric(gw: GatewayProcess, name: str, value: float, **labels: str) -> None:
+    async with asyncio.timeout(10):
+        while await gw.metric(name, **labels) != value:
+            await asyncio.sleep(0.1)
+
+
+async def ready_status(gw: GatewayProcess) -> int:
+    async with aiohttp.ClientSession() as s, s.get(gw.admin + "/readyz") as r:
+        return r.status
 
 
 async def to(gw: GatewayProcess | RunningGateway, body: bytes, ip: str = "149.154.167.220") -> Any:
@@ -129,6 +141,9 @@ async def test_redis_down_fails_closed_with_503_and_recovers_when_it_returns(
     async with recording_upstream(body=UPSTREAM_ANSWER) as up:
         config = redis_config(up.url, rate_limit={"requests": "100/s"})
         async with processes(tmp_path, config, redis_server) as (a, b):
+            address = f"127.0.0.1:{redis_server.port}"
+            for gw in (a, b):
+                assert await gw.metric("webhook_gateway_store_up") == 1
             assert (await to(a, update(1)))[0] == 200
             redis_server.kill()
             for gw in (a, b):
@@ -141,12 +156,24 @@ async def test_redis_down_fails_closed_with_503_and_recovers_when_it_returns(
                     await gw.metric("webhook_gateway_store_errors_total", route="bot", operation="rate") == 1
                 )
             assert len(up.received) == 1  # nothing reached the bot unguarded
+            for gw in (a, b):
+                # The probe (once a second) reports the outage; the pod stays ready, since
+                # on_store_error decides per request.
+                await wait_for_metric(gw, "webhook_gateway_store_up", 0)
+                # No Sentinel or cluster to say a replica takes over: simply unreachable.
+                await wait_for_metric(gw, "webhook_gateway_store_state", 1, state="unreachable")
+                assert await gw.metric("webhook_gateway_store_state", state="connected") == 0
+                assert await gw.metric("webhook_gateway_store_master", address=address) == 1
+                assert await ready_status(gw) == 200
             redis_server.start()  # same port, empty (no persistence): the gateways reconnect
             assert (await to(a, update(2)))[:2] == (200, UPSTREAM_ANSWER)
             assert (await to(b, update(2)))[:2] == (200, OK)
             assert (await to(b, update(3)))[:2] == (200, UPSTREAM_ANSWER)
             assert len(up.received) == 3
             assert "store unavailable" in a.stderr and "store available" in a.stderr
+            for gw in (a, b):
+                await wait_for_metric(gw, "webhook_gateway_store_up", 1)
+                assert await gw.metric("webhook_gateway_store_failovers_total") == 0  # same master
 
 
 async def test_fail_open_forwards_and_counts_while_redis_is_down(

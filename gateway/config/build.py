@@ -30,6 +30,7 @@ from gateway.config.model import (
     StoreConfig,
     VerifyConfig,
 )
+from gateway.config.redis import TOPOLOGY_KEYS, parse_topology
 from gateway.config.values import PRESETS, parse_listen, parse_network, parse_upstream
 from gateway.reader import (
     ConfigError,
@@ -294,7 +295,7 @@ def _spool(raw: Any, problems: Problems) -> SpoolConfig:
     )
 
 
-_REDIS_ONLY = ("redis_url", "key_prefix", "timeout")
+_REDIS_ONLY = ("redis_url", "key_prefix", "timeout", "sentinel", "cluster")
 
 
 def _redis_url_problem(url: bytes) -> str | None:
@@ -314,12 +315,16 @@ def _redis_url_problem(url: bytes) -> str | None:
 
 
 def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreConfig:
-    r = Reader(raw, "store", problems, keys_of(StoreConfig))
+    r = Reader(raw, "store", problems, keys_of(StoreConfig) | TOPOLOGY_KEYS)
     d = defaults_of(StoreConfig)
-    backend = r.get("backend", choice("memory", "redis"), d["backend"])
+    backend = r.get("backend", choice("memory", "redis", "redis-cluster"), d["backend"])
     url: Secret | None = None
-    if backend == "redis":
-        if not r.has("redis_url"):
+    several = backend == "redis-cluster" or (backend == "redis" and r.has("sentinel"))
+    topology = parse_topology(r, backend, problems, environ) if several else None
+    if backend != "memory":
+        if several:
+            pass  # the nodes are named by `sentinel:` / `cluster:` instead of redis_url
+        elif not r.has("redis_url"):
             r.require("redis_url", "is required with backend: redis (e.g. env:REDIS_URL)")
         else:
             ref = r.raw["redis_url"]
@@ -337,6 +342,8 @@ def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreCon
             )
         if r.has("max_entries"):
             problems.add(r.loc("max_entries"), "applies to backend: memory only")
+        if backend == "redis" and r.has("cluster"):
+            problems.add(r.loc("cluster"), "applies to backend: redis-cluster only")
     else:
         for key in _REDIS_ONLY:
             if r.has(key):
@@ -344,6 +351,7 @@ def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreCon
     return StoreConfig(
         backend=backend,
         redis_url=url,
+        topology=topology,
         max_entries=r.get("max_entries", int_range(1, 100_000_000), d["max_entries"]),
         key_prefix=r.get("key_prefix", text, d["key_prefix"]),
         timeout=r.get("timeout", parse_duration, d["timeout"]),

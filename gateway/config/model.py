@@ -11,6 +11,7 @@ from gateway.reader import Secret, config_key
 from gateway.schemes.base import VerifyConfig
 
 if TYPE_CHECKING:
+    from gateway.config.redis import RedisTopology
     from gateway.telegram.config import TelegramConfig
     from gateway.tls.config import TlsConfig
 
@@ -136,8 +137,10 @@ class StoreConfig:
     changes it is refused), except `on_store_error`, which a reload may flip: it is left out of
     equality for that reason."""
 
-    backend: str = "memory"  # memory | redis
+    backend: str = "memory"  # memory | redis | redis-cluster
     redis_url: Secret | None = None  # from env:/file: only: it may hold a password
+    # redis via `sentinel:`, or redis-cluster's `cluster:` (gateway/config/redis.py)
+    topology: RedisTopology | None = field(default=None, metadata={"key": False})
     max_entries: int = 100_000  # memory: per table (replay marks, rate windows)
     key_prefix: str = "webhook-gateway:"  # redis: shared by every replica of one deployment
     timeout: float = 0.5  # redis: connect and per-command deadline
@@ -146,6 +149,7 @@ class StoreConfig:
     def __repr__(self) -> str:
         # Never the URL itself: it may carry a password.
         where = f", redis_url={self.redis_url.source}" if self.redis_url is not None else ""
+        where += f", {self.topology}" if self.topology is not None else ""
         return f"StoreConfig(backend={self.backend}{where})"
 
     __str__ = __repr__

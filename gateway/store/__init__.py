@@ -61,15 +61,24 @@ class Store(Protocol):
 
 
 def build_store(config: StoreConfig, metrics: Metrics, clock: Callable[[], float]) -> Store:
-    if config.backend == "redis":
+    if config.backend != "memory":
+        from gateway.config.redis import RedisTopology
         from gateway.store.redis import RedisStore
 
-        assert config.redis_url is not None  # config validation requires it
-        return RedisStore(
-            config.redis_url.value.decode("utf-8"),
+        target: str | RedisTopology
+        if config.topology is not None:
+            target = config.topology
+        else:
+            assert config.redis_url is not None  # config validation requires one of them
+            target = config.redis_url.value.decode("utf-8")
+        store = RedisStore(
+            target,
             prefix=config.key_prefix,
             timeout=config.timeout,
+            metrics=metrics,
         )
+        store.backend = config.backend
+        return store
     from gateway.store.memory import MemoryStore
 
     return MemoryStore(config.max_entries, metrics, clock)

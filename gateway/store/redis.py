@@ -5,23 +5,29 @@ is compare-and-delete, the sliding window is a Lua script: no read-then-write be
 replicas. The client reconnects by itself: a dead pooled connection is retried once on a
 fresh one, so a Redis restart costs no request more than the outage itself. Errors surface as
 `StoreError` carrying the exception's type only, never the URL (it may hold a password).
+
+Sentinel and Cluster (gateway/store/topology.py) use the same scripts; every script touches one
+key, and in a cluster every key of a route carries the route as its hash tag. A promoted replica
+has an empty script cache: redis-py answers NOSCRIPT by loading the script and running it again.
+A probe once a second publishes whether the store answers and which master it writes to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.config.redis import RedisTopology
+from gateway.metrics import Metrics
 from gateway.store import DELIVERED, IN_FLIGHT, NEW, Reservation, StoreError
+from gateway.store.topology import build_topology, hash_tagged
 
 log = logging.getLogger("webhook_gateway.store")
 T = TypeVar("T")
@@ -74,34 +80,90 @@ return (w - e) + w - math.floor((limit - 1) * w / curr)
 """
 
 
+PROBE_INTERVAL = 1.0
+# webhook_gateway_store_state: the probe's view, one of these at 1.
+CONNECTED, FAILING_OVER, UNREACHABLE = "connected", "failing_over", "unreachable"
+STATES = (CONNECTED, FAILING_OVER, UNREACHABLE)
+
+
 class RedisStore:
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str, timeout: float) -> None:
+    def __init__(
+        self,
+        target: str | RedisTopology,
+        prefix: str,
+        timeout: float,
+        metrics: Metrics | None = None,
+        probe_interval: float = PROBE_INTERVAL,
+    ) -> None:
+        """`target`: a redis_url, or the Sentinel / Cluster nodes."""
         self.prefix = prefix
         self.timeout = timeout
-        self.client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One immediate retry on a fresh connection: after a Redis restart every pooled
-            # connection is dead, and the retry is what reconnects.
-            retry=Retry(NoBackoff(), 1),
-        )
+        self.topology = build_topology(target, timeout)
+        self.client = self.topology.client
         self._reserve = self.client.register_script(_RESERVE)
         self._release = self.client.register_script(_RELEASE)
         self._rate = self.client.register_script(_RATE)
         self.available: bool | None = None  # last known state, for logging transitions only
+        self.metrics = metrics
+        self.probe_interval = probe_interval
+        self.masters: tuple[str, ...] = ()  # what the last successful probe found
+        self._probe_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Say at start whether Redis answers; serve either way (it reconnects by itself)."""
-        try:
-            await self._call("ping", self.client.ping)
-        except StoreError:
-            pass
+        await self.probe()
+        if self.metrics is not None:
+            self._probe_task = asyncio.create_task(self._probe_loop())
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        await self.topology.close()
+
+    async def _failing_over(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout * 3):
+                return await self.topology.failing_over()
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    def _state(self, state: str) -> None:
+        assert self.metrics is not None
+        for name in STATES:
+            self.metrics.store_state.labels(name).set(1 if name == state else 0)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            await self.probe()
+
+    async def probe(self) -> bool:
+        """One probe: ping the master(s); publish up/down, the masters, and a new master as a
+        failover. Cheap (one PING per master, and one question to a sentinel)."""
+        try:
+            masters = await self._call("probe", self.topology.masters)
+        except StoreError:
+            if self.metrics is not None:
+                self.metrics.store_up.set(0)
+                self._state(FAILING_OVER if await self._failing_over() else UNREACHABLE)
+            return False
+        if self.metrics is not None:
+            self.metrics.store_up.set(1)
+            self._state(CONNECTED)
+            if self.masters and set(masters) - set(self.masters):
+                self.metrics.store_failovers.inc()
+            for gone in set(self.masters) - set(masters):
+                self.metrics.store_master.labels(gone).set(0)
+            for address in masters:
+                self.metrics.store_master.labels(address).set(1)
+        if self.masters and masters != self.masters:
+            log.warning("store master changed", extra={"backend": self.backend, "masters": list(masters)})
+        self.masters = masters
+        return True
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -119,12 +181,12 @@ class RedisStore:
             return
         self.available = available
         if available:
-            log.info("store available", extra={"backend": "redis"})
+            log.info("store available", extra={"backend": self.backend})
         else:
-            log.error("store unavailable", extra={"backend": "redis", "error": cause})
+            log.error("store unavailable", extra={"backend": self.backend, "error": cause})
 
     def _key(self, key: str) -> str:
-        return self.prefix + key
+        return self.prefix + (hash_tagged(key) if self.topology.tagged else key)
 
     async def reserve(self, key: str, lease: float) -> Reservation:
         token = os.urandom(8).hex()

@@ -674,3 +674,25 @@ def test_flipping_mode_through_the_chart_reaches_a_running_gateway_without_a_rol
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("page", ["redis-sentinel.md", "redis-cluster.md"])
+def test_store_topology_pages_helm_values_render_and_pass_the_check(page: str, tmp_path: Path) -> None:
+    """The Helm values example of each Redis topology page, as printed: the chart renders it,
+    the objects validate, and the config it carries passes `webhook-gateway check`."""
+    text = (REPO / "docs" / page).read_text()
+    section = text.split("## Helm values", 1)[1]
+    values = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    docs = render(values=values)
+    for doc in docs:
+        validate_strict(doc, kube_versions()[-1])
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    container = gateway_container(pod)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
+    cfg_text = config_text(one(docs, "ConfigMap"))
+    store = yaml.safe_load(cfg_text)["store"]
+    assert store == values["config"]["store"]
+    result = check_config(cfg_text, container, secret_mounts(pod, container), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "stand-in-secret" not in result.stdout + result.stderr
