@@ -110,11 +110,9 @@ def test_bare_number_is_seconds() -> None:
     assert built.limits.header_timeout == 7.0
 
 
-def test_check_cli_prints_located_problems_and_deprecation_warnings(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("mode: Enforce\nroutes:\n" + ROUTE)
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "check", "--config", str(bad)],
+def run_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "--config", str(path)],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", **ENV},
         capture_output=True,
@@ -122,6 +120,12 @@ def test_check_cli_prints_located_problems_and_deprecation_warnings(tmp_path: Pa
         timeout=60,
         check=False,
     )
+
+
+def test_check_cli_prints_located_problems_and_deprecation_warnings(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: Enforce\nroutes:\n" + ROUTE)
+    done = run_check(bad)
     assert done.returncode == 1
     assert (
         f"{bad}:1:7: mode: 'Enforce' is not one of: enforce, report-only (did you mean enforce?)"
@@ -129,15 +133,7 @@ def test_check_cli_prints_located_problems_and_deprecation_warnings(tmp_path: Pa
     )
     old = tmp_path / "old.yaml"
     old.write_text("routes:\n" + ROUTE + "allow_pure_python_parser: true\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "check", "--config", str(old)],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", **ENV},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_check(old)
     assert done.returncode == 0, done.stderr
     assert f"warning: {old}:8:1: allow_pure_python_parser: no longer has any effect" in done.stderr
 
