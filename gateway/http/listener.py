@@ -1,7 +1,7 @@
 """The public listener: a small HTTP/1.1 server on llhttp (httptools). Why our own and not
 aiohttp's: docs/decisions/0001-own-listener.md.
 
-What a client can cost, and how it is bounded (README, "Limits and flow control"):
+What a client can cost, and how it is bounded (docs/limits.md, "Limits and flow control"):
 
 - one request is served at a time per connection, in order. While one is being served and the
   next head is complete, reading stops (uvicorn's flow control), and bytes already read wait
