@@ -13,6 +13,7 @@ import signal
 import threading
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 from gateway import config as cfg
@@ -41,13 +42,38 @@ async def test_nothing_left_after_stopped(tmp_path: Path) -> None:
         threads_before = _non_daemon_threads()
         tasks_before = asyncio.all_tasks()
         loop = asyncio.get_running_loop()
-        # SIGTERM once serving (the file watcher, spool supervisor and its database thread are up).
-        loop.call_later(1.5, os.kill, os.getpid(), signal.SIGTERM)
+        served = loop.create_task(run(config, str(path)))
+        # Traffic first, as a newcomer's session has: a forwarded update, a spooled one, a 502,
+        # a scrape, each client keeping its keep-alive connection open through the SIGTERM.
+        base, admin = f"http://{config.listen}", f"http://{config.admin_listen}"
+        session = aiohttp.ClientSession()
         try:
-            assert await run(config, str(path)) == 0
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        async with session.get(admin + "/readyz") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.05)
+            headers = {"X-Telegram-Bot-Api-Secret-Token": "shutdown-test-secret"}
+            async with session.post(base + "/hook/bot", data=b'{"update_id":1}', headers=headers) as r:
+                assert r.status == 200
+            async with session.post(base + "/hook/spooled", data=b'{"update_id":2}') as r:
+                assert r.status == 200
+            async with session.get(admin + "/metrics") as r:
+                assert r.status == 200
+            async with asyncio.timeout(20):  # the spooled update delivered too: nothing in flight
+                while len(up.received) < 2:
+                    await asyncio.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert await served == 0
         finally:
+            await session.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-        left = [t for t in asyncio.all_tasks() - tasks_before if not t.done()]
+        assert len(up.received) == 2
+        left = [t for t in asyncio.all_tasks() - tasks_before - {served} if not t.done()]
         assert left == [], left
         assert _non_daemon_threads() <= threads_before
