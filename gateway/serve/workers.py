@@ -35,6 +35,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from gateway.config import Config
 from gateway.metrics import MULTIPROC_ENV
 from gateway.overrides import Overrides
+from gateway.serve.service import settle_garbage_collector
 
 log = logging.getLogger("webhook_gateway")
 
@@ -156,6 +157,9 @@ class Supervisor:
                 "listening",
                 extra={"public": str(cfg.listen), "admin": str(cfg.admin_listen), "workers": cfg.workers},
             )
+            # As a worker does once serving (docs/decisions/0003-garbage-collector.md): the
+            # collector, and the one at exit, then skip everything built at start.
+            settle_garbage_collector()
             await self.stopped.wait()
             log.info("shutting down", extra={"timeout_s": cfg.shutdown_timeout, "workers": cfg.workers})
             failed = await self._wait_workers()
