@@ -156,12 +156,9 @@ def cmd_run(path: str, over: overrides.Overrides, ready_fd: int | None = None) -
 
 
 def skip_exit_collection(code: int) -> int:
-    """Once serving has stopped: move every object to the collector's permanent generation.
-
-    The interpreter's exit runs a full cyclic collection over the whole heap, which came after
-    `stopped` and took 0.1-0.5 s for the `workers: N` parent (whose collector was never settled)
-    on a loaded 2-core machine. The memory goes back to the system at exit anyway.
-    """
+    """Once serving has stopped: move every object to the collector's permanent generation, so
+    the interpreter's exit-time collection does not walk the whole heap after `stopped`
+    (docs/decisions/0003-garbage-collector.md)."""
     gc.freeze()
     return code
 
