@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -146,8 +147,16 @@ def cmd_run(path: str, over: overrides.Overrides, ready_fd: int | None = None) -
     if config.workers > 1 and ready_fd is None:
         from gateway.serve.workers import supervise
 
-        return _loop_run(supervise(config, path, over))
-    return _loop_run(run(config, path, ready_fd, over))
+        return skip_exit_collection(_loop_run(supervise(config, path, over)))
+    return skip_exit_collection(_loop_run(run(config, path, ready_fd, over)))
+
+
+def skip_exit_collection(code: int) -> int:
+    """Once serving has stopped: move every object to the collector's permanent generation, so
+    the interpreter's exit-time collection does not walk the whole heap after `stopped`
+    (docs/decisions/0003-garbage-collector.md)."""
+    gc.freeze()
+    return code
 
 
 def _loop_run(main: Coroutine[Any, Any, int]) -> int:
@@ -163,16 +172,24 @@ def _loop_run(main: Coroutine[Any, Any, int]) -> int:
         return 1
 
 
+def _overrides(args: argparse.Namespace) -> overrides.Overrides | None:
+    """--listen/--admin-listen and their environment variables; None (after saying why) when a
+    variable is malformed: a usage error, reported the way argparse reports a bad flag."""
+    try:
+        return overrides.resolve(args.listen, args.admin_listen, os.environ)
+    except cfg.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"webhook-gateway {args.command}: error: {problem}", file=sys.stderr)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(cfg.default_path(args.config))
     if args.command in ("run", "worker"):
-        try:
-            over = overrides.resolve(args.listen, args.admin_listen, os.environ)
-        except cfg.ConfigError as exc:  # a bad environment variable: a usage error, as a bad flag is
-            for problem in exc.problems:
-                print(f"webhook-gateway {args.command}: error: {problem}", file=sys.stderr)
+        over = _overrides(args)
+        if over is None:
             return 2
         ready_fd = args.ready_fd if args.command == "worker" else None
         return cmd_run(cfg.default_path(args.config), over, ready_fd=ready_fd)
@@ -191,13 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not args.serve:
             return asyncio.run(run_demo())
-        try:
-            over = overrides.resolve(args.listen, args.admin_listen, os.environ)
-        except cfg.ConfigError as exc:
-            for problem in exc.problems:
-                print(f"webhook-gateway demo: error: {problem}", file=sys.stderr)
-            return 2
-        return asyncio.run(serve_demo(over))
+        over = _overrides(args)
+        return 2 if over is None else asyncio.run(serve_demo(over))
     if args.command == "doctor":
         from gateway.commands.doctor import main as doctor
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +64,60 @@ async def test_default_config_runs_with_no_external_service(tmp_path: Path) -> N
         )
     finally:
         assert await gw.stop() == 0
+
+
+async def test_demo_serve_answers_the_printed_curl_and_rejects_a_forged_one() -> None:
+    port, admin = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "demo",
+        "--serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin-listen",
+        f"127.0.0.1:{admin}",
+        cwd=ROOT_DIR,
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = ""
+        async with asyncio.timeout(30):
+            while "Ctrl-C stops it." not in printed:
+                printed += (await proc.stdout.readline()).decode()
+        url = re.search(r"curl -s (\S+)", printed).group(1)  # type: ignore[union-attr]
+        assert url.startswith(f"http://127.0.0.1:{port}/")
+        headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", printed))
+        body = re.search(r"-d '([^']+)'", printed).group(1).encode()  # type: ignore[union-attr]
+        status, answer, _ = await post(url, body, headers)
+        assert status == 200
+        assert json.loads(answer) == {"method": "sendMessage", "chat_id": 42, "text": "hello"}
+        assert answer.decode() in printed  # what it says comes back is what comes back
+        forged = {**headers, "X-Telegram-Bot-Api-Secret-Token": "guessed"}
+        status, answer, _ = await post(url, body, forged)
+        assert (status, answer) == (401, b'{"error": "signature_mismatch"}')
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{admin}/metrics") as r:
+            assert (
+                'webhook_gateway_requests_total{outcome="forwarded",route="demo-bot"} 1.0' in await r.text()
+            )
+    finally:
+        if proc.returncode is None:
+            os.kill(proc.pid, signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+def test_demo_serve_refuses_a_bad_listen() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--serve", "--listen", "nowhere"],
+        cwd=ROOT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert "argument --listen: 'nowhere' is not HOST:PORT" in result.stderr

@@ -185,5 +185,9 @@ async def test_workers_bind_the_override(tmp_path: Path) -> None:
             assert len(up.received) == 4
             async with aiohttp.ClientSession() as s, s.get(gw.admin + "/readyz") as r:
                 assert (r.status, (await r.json())["workers_ready"]) == (200, 2)
+            # No worker bound the file's address (the supervisor's --listen reached each of them).
+            file = yaml.safe_load(path.read_text())
+            for address in (file["listen"], file["admin_listen"]):
+                assert await _refused(int(address.rsplit(":", 1)[1]))
         finally:
             assert await gw.stop() == 0

@@ -36,6 +36,7 @@ from gateway.config import Config
 from gateway.config.overrides import Overrides
 from gateway.metrics import MULTIPROC_ENV
 from gateway.serve.admin import admin_app
+from gateway.serve.service import settle_garbage_collector
 
 log = logging.getLogger("webhook_gateway")
 
@@ -150,6 +151,9 @@ class Supervisor:
                 "listening",
                 extra={"public": str(cfg.listen), "admin": str(cfg.admin_listen), "workers": cfg.workers},
             )
+            # As a worker does once serving (docs/decisions/0003-garbage-collector.md): the
+            # collector, and the one at exit, then skip everything built at start.
+            settle_garbage_collector()
             await self.stopped.wait()
             log.info("shutting down", extra={"timeout_s": cfg.shutdown_timeout, "workers": cfg.workers})
             failed = await self._wait_workers()
