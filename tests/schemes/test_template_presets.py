@@ -364,3 +364,13 @@ def test_template_check_errors_without_timestamp_header() -> None:
 def test_preset_check_errors(verify: dict[str, Any], expected: str) -> None:
     problems = config_problems(verify, {"S": "not base64!"})
     assert any(expected in p for p in problems), problems
+
+
+def test_dropbox_published_vector() -> None:
+    # The vector in the hapi-dropbox-webhooks plugin's tests (app.unpkg.com, hapi-dropbox-webhooks
+    # 1.1.0, test/index.js): Dropbox's own page gives no worked example.
+    v = verifier({"scheme": "dropbox", "secrets": ["env:D"]}, {"D": "the_secret"})
+    body = b'{"delta": {"users": [12345]}}'
+    sig = "0a8c16b085420b960dc78664279fe09e936a2a01b1f91064869d9e77dfd64529"
+    assert v.verify(signed({"X-Dropbox-Signature": sig}, body, NOW)).ok
+    assert v.verify(signed({"X-Dropbox-Signature": sig}, flip(body, 2), NOW)).reason == "mismatch"
