@@ -42,6 +42,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "timestamp_format": "rfc3339",
         "tolerance": "10m",
         "challenge": "twitch",
+        # A resent message keeps its id, and the id is signed: a replay check may key on it.
+        "replay_header": "Twitch-Eventsub-Message-Id",
     },
     # X Account Activity API, "Securing webhooks": base64 HMAC-SHA256 of the body.
     "x": {
@@ -82,19 +84,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "worldline": {"template": "{body}", "signature_header": "X-GCS-Signature", "encoding": "base64"},
 }
 
-_NOT_OPTIONS = ("challenge", "handshake")
+_NOT_OPTIONS = ("challenge", "handshake", "replay_header")
 
 
 class PresetScheme:
     """One preset: `hmac-template` with the options written above."""
-
-    replay_header = None
 
     def __init__(self, name: str, data: dict[str, Any]) -> None:
         self.name = name
         self.data = {k: v for k, v in data.items() if k not in _NOT_OPTIONS}
         self.challenge: str | None = data.get("challenge")
         self.handshake: str | None = data.get("handshake")
+        self.replay_header: str | None = data.get("replay_header")
+        # Only a signed header is a safe default replay key (gateway/config/build.py).
+        self.replay_header_signed = self.replay_header is not None
         self.option_keys = frozenset({"tolerance"} if "timestamp_header" in self.data else ())
 
     def check_secret(self, value: bytes) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway import config as cfg
 from gateway.schemes.base import ToSign
 from gateway.schemes.template import parse_timestamp
 from tests.scheme_helpers import config_problems, flip, sign, signed, verifier
@@ -374,3 +375,13 @@ def test_dropbox_published_vector() -> None:
     sig = "0a8c16b085420b960dc78664279fe09e936a2a01b1f91064869d9e77dfd64529"
     assert v.verify(signed({"X-Dropbox-Signature": sig}, body, NOW)).ok
     assert v.verify(signed({"X-Dropbox-Signature": sig}, flip(body, 2), NOW)).reason == "mismatch"
+
+
+def test_twitch_replay_key_defaults_to_its_signed_message_id() -> None:
+    def replay_of(scheme: str) -> Any:
+        conf = {"scheme": scheme, "secrets": ["env:S"]}
+        r = {"name": "r", "path": "/r", "upstream": "http://127.0.0.1:1/", "verify": conf, "replay": {}}
+        return cfg.build({"routes": [r]}, environ=ENV).routes[0].replay
+
+    assert (replay_of("twitch").key, replay_of("twitch").header) == ("header", "Twitch-Eventsub-Message-Id")
+    assert replay_of("zoom").key == "body-sha256"
