@@ -4,8 +4,8 @@ POST handshakes (Zoom, Twitch) are signed like any delivery and reach `answer` o
 signature verified. GET handshakes (X's CRC, Dropbox's challenge) carry no signature: anyone can
 send one, so what they return is limited (see docs/senders/x.md and dropbox.md): Dropbox's is an
 echo of a short URL-safe token; X's is an HMAC of such a token under the consumer secret, which
-is also the key X signs deliveries with, so the token alphabet keeps a CRC answer from ever being a
-signature for a JSON body.
+is also the key X signs deliveries with, so the token alphabet keeps a CRC answer from ever being
+the signature of a JSON body.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from gateway.schemes.handshake import MALFORMED, HandshakeAnswer
 if TYPE_CHECKING:
     from gateway.schemes.base import Signed, Verifier
 
-# What a handshake may echo or sign: a short token of URL-safe characters (Zoom, Twitch, X and
-# Dropbox all send random ids or UUIDs), so the gateway never reflects markup or signs JSON.
-_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+# What a handshake may echo or sign: a short token of URL-safe and base64 characters (Zoom,
+# Twitch, X and Dropbox send random ids, UUIDs or base64), so the gateway never reflects markup
+# and never signs anything that could be a JSON body.
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,256}")
 _MAX_FIELDS = 16
 _JSON = "application/json"
 _REFUSED = HandshakeAnswer(400, reason=MALFORMED)
