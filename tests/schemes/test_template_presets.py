@@ -7,7 +7,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ import pytest
 from gateway import config as cfg
 from gateway.schemes.base import ToSign
 from gateway.schemes.template import parse_timestamp
+from tests.helpers import ROOT_DIR
 from tests.scheme_helpers import config_problems, flip, sign, signed, verifier
 
 NOW = 1_700_000_000
@@ -385,3 +390,30 @@ def test_twitch_replay_key_defaults_to_its_signed_message_id() -> None:
 
     assert (replay_of("twitch").key, replay_of("twitch").header) == ("header", "Twitch-Eventsub-Message-Id")
     assert replay_of("zoom").key == "body-sha256"
+
+
+def test_check_command_points_at_a_bad_template(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "routes:\n"
+        "  - name: t\n"
+        "    path: /t\n"
+        "    upstream: http://127.0.0.1:3000/\n"
+        "    verify:\n"
+        "      scheme: hmac-template\n"
+        "      secrets: [env:S]\n"
+        '      template: "{header:X-Ts}.{bdy}"\n'
+        "      signature_header: X-Sig\n"
+        "      encoding: base32\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "--config", str(path)],
+        cwd=ROOT_DIR,
+        env={**os.environ, "S": SECRET, "PYTHONPATH": str(ROOT_DIR)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "8:17: routes[0].verify.template: unknown placeholder {bdy}" in result.stderr + result.stdout
+    assert "10:17: routes[0].verify.encoding: 'base32' is not one of" in result.stderr + result.stdout
