@@ -417,3 +417,13 @@ def test_check_command_points_at_a_bad_template(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "8:17: routes[0].verify.template: unknown placeholder {bdy}" in result.stderr + result.stdout
     assert "10:17: routes[0].verify.encoding: 'base32' is not one of" in result.stderr + result.stdout
+
+
+def test_xero_key_is_used_as_text_even_though_it_looks_like_base64() -> None:
+    # Xero's webhook key is a base64-looking string, yet its intent-to-receive samples key the
+    # HMAC with the text itself (unlike Teams, whose token is decoded first).
+    key = base64.b64encode(b"xero-webhook-key-bytes-0123456789" * 2).decode()
+    v = verifier({"scheme": "xero", "secrets": ["env:X"]}, {"X": key})
+    assert v.verify(signed(xero_headers(key, BODY, NOW), BODY, NOW)).ok
+    decoded = {"x-xero-signature": b64(hmac.new(base64.b64decode(key), BODY, hashlib.sha256).digest())}
+    assert v.verify(signed(decoded, BODY, NOW)).reason == "mismatch"
