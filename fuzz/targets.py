@@ -181,11 +181,32 @@ SAMPLE_OPTIONS: dict[str, list[dict[str, Any]]] = {
         {"header": "X-Telegram-Bot-Api-Secret-Hash", "algorithm": "sha512"},
     ],
     "twilio": [{"public_url": "https://gw.example/hook/twilio"}],
+    "api-key": [{"header": "X-Api-Key"}, {"header": "Authorization", "prefix": "Bearer "}, {"query": "key"}],
+    "hmac-template": [
+        {"template": "{body}", "signature_header": "X-Signature"},
+        {
+            "template": "v0:{header:X-Ts}:{query}:{body}",
+            "signature_headers": ["X-Sig-A", "X-Sig-B"],
+            "prefix": "v0=",
+            "encoding": "base64url",
+            "algorithm": "sha512",
+            "timestamp_header": "X-Ts",
+        },
+        {
+            "template": "{header:X-Id}{header:X-Ts}{body}",
+            "signature_header": "X-Signature",
+            "encoding": "base64",
+            "timestamp_header": "X-Ts",
+            "timestamp_format": "rfc3339",
+        },
+    ],
 }
 # (right, wrong) secrets; the first pair a scheme accepts is used. The wrong one never signs.
 SECRET_PAIRS = [
     ("whsec_" + base64.b64encode(b"A" * 24).decode(), "whsec_" + base64.b64encode(b"B" * 24).decode()),
     ("fuzz-secret_A_0123456789", "fuzz-secret_B_0123456789"),
+    ("fuzz:user_A_0123456789", "fuzz:user_B_0123456789"),  # basic-auth: user:password
+    (base64.b64encode(b"C" * 24).decode(), base64.b64encode(b"D" * 24).decode()),  # teams: base64
 ]
 # Headers worth aiming at besides the ones a scheme's own signer emits.
 HEADER_NAMES = [

@@ -82,6 +82,8 @@ def test_senders_example_config_covers_every_sender(tmp_path: Path) -> None:
     env = dict.fromkeys(names, "value")
     env["STRIPE_WEBHOOK_SECRET"] = "whsec_x"
     env["STANDARD_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    env["BASIC_AUTH_CREDENTIALS"] = "user:password"
+    env["TEAMS_SECURITY_TOKEN"] = "dGVhbXMtdG9rZW4="
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "check", "--config", "config/examples/senders.yaml"],
         cwd=ROOT_DIR,

@@ -21,6 +21,17 @@ def test_every_scheme_is_registered_under_its_name() -> None:
             "shopify",
             "gitlab",
             "twilio",
+            "basic-auth",
+            "api-key",
+            "hmac-template",
+            "zoom",
+            "twitch",
+            "x",
+            "box",
+            "dropbox",
+            "xero",
+            "teams",
+            "worldline",
         ]
     )
     for name, scheme in SCHEMES.items():

@@ -32,6 +32,9 @@ ENV = {
     "SHOP_SECRET": "shop-secret",
     "GL_TOKEN": "gitlab token",
     "TWILIO_TOKEN": "twilio-token",
+    "PRESET_SECRET": "preset secret 0123",
+    "TEAMS_TOKEN": "dGVhbXMtc2VjdXJpdHktdG9rZW4tYnl0ZXMtMzJiISE=",
+    "BASIC": "bot:pa:ss",
 }
 VERIFY: dict[str, dict[str, Any]] = {
     "telegram": {"scheme": "telegram", "secrets": ["env:TG_SECRET"]},
@@ -48,7 +51,27 @@ VERIFY: dict[str, dict[str, Any]] = {
         "secrets": ["env:TWILIO_TOKEN"],
         "public_url": "https://bots.example.com/p",
     },
+    "basic-auth": {"scheme": "basic-auth", "secrets": ["env:BASIC"]},
+    "api-key-header": {"scheme": "api-key", "header": "X-Api-Key", "secrets": ["env:PRESET_SECRET"]},
+    "api-key-query": {"scheme": "api-key", "query": "key", "secrets": ["env:PRESET_SECRET"]},
+    "hmac-template": {
+        "scheme": "hmac-template",
+        "template": "{header:X-Id}.{header:X-Ts}.{query}.{body}",
+        "signature_header": "X-Sig",
+        "encoding": "base64url",
+        "timestamp_header": "X-Ts",
+        "timestamp_format": "unix-ms",
+        "secrets": ["env:PRESET_SECRET"],
+    },
+    **{
+        preset: {
+            "scheme": preset,
+            "secrets": ["env:TEAMS_TOKEN" if preset == "teams" else "env:PRESET_SECRET"],
+        }
+        for preset in ("zoom", "twitch", "x", "box", "dropbox", "xero", "teams", "worldline")
+    },
 }
+UNSIGNED_BODY = ("telegram", "gitlab", "basic-auth", "api-key-header", "api-key-query")  # tokens sign no body
 BODY = '{"update_id": 1, "text": "caf\\u00e9 ☕"}\n'.encode()
 FORM = b"Body=caf%C3%A9&From=%2B15005550006&FromCity="
 
@@ -141,7 +164,7 @@ async def test_sign_then_curl_gets_200(tmp_path: Path, scheme: str, content_type
 
             # The same headers with one byte of the body changed are refused.
             body_file.write_bytes(body[:-2] + bytes([body[-2] ^ 1]) + body[-1:])
-            expected = 200 if scheme in ("telegram", "gitlab") else 401  # token schemes sign no body
+            expected = 200 if scheme in UNSIGNED_BODY else 401
             assert await send(gw.base + path.group(1), header_file, body_file) == expected
 
 
