@@ -7,6 +7,7 @@ from gateway.schemes.github import GithubScheme
 from gateway.schemes.gitlab import GitlabScheme
 from gateway.schemes.hmac_body import HmacScheme
 from gateway.schemes.meta import MetaScheme
+from gateway.schemes.msgraph import MsgraphScheme
 from gateway.schemes.shopify import ShopifyScheme
 from gateway.schemes.slack import SlackScheme
 from gateway.schemes.standard_webhooks import StandardWebhooksScheme
@@ -27,5 +28,6 @@ SCHEMES: dict[str, Scheme] = {
         ShopifyScheme(),
         GitlabScheme(),
         TwilioScheme(),
+        MsgraphScheme(),
     )
 }
