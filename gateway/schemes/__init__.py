@@ -9,6 +9,7 @@ from gateway.schemes.github import GithubScheme
 from gateway.schemes.gitlab import GitlabScheme
 from gateway.schemes.hmac_body import HmacScheme
 from gateway.schemes.meta import MetaScheme
+from gateway.schemes.msgraph import MsgraphScheme
 from gateway.schemes.presets import PRESET_SCHEMES
 from gateway.schemes.shopify import ShopifyScheme
 from gateway.schemes.slack import SlackScheme
@@ -32,6 +33,7 @@ _ALL: tuple[Scheme, ...] = (
     BasicAuthScheme(),
     ApiKeyScheme(),
     TemplateScheme(),
+    MsgraphScheme(),
     *PRESET_SCHEMES,
 )
 SCHEMES: dict[str, Scheme] = {s.name: s for s in _ALL}

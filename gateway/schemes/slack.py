@@ -1,15 +1,22 @@
 """Slack: `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:" + timestamp + ":" + body)>`
 with the timestamp from `X-Slack-Request-Timestamp`, refused outside `tolerance` (default 300 s).
+
+Slack checks an Events API Request URL with a signed POST
+`{"type": "url_verification", "challenge": "..."}`; `SlackChallenge` answers it with the
+challenge as text/plain, once the signature verified (the pipeline shows it nothing else).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
     FAIL_MALFORMED,
     FAIL_STALE,
+    MALFORMED,
     MISSING,
     Signature,
     Signed,
@@ -27,10 +34,15 @@ from gateway.schemes.base import (
     parse_tolerance,
     secret_for_signing,
 )
+from gateway.schemes.handshake import HandshakeAnswer
 
 SIGNATURE = "X-Slack-Signature"
 TIMESTAMP = "X-Slack-Request-Timestamp"
 VERSION = b"v0"
+URL_VERIFICATION = b'"url_verification"'
+# Echoed in a response body: a short token of URL-safe characters only (Slack sends letters
+# and digits), so the gateway never reflects markup.
+_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{1,256}")
 
 
 def _basestring(timestamp: bytes, body: bytes) -> tuple[bytes, ...]:
@@ -65,6 +77,27 @@ class SlackVerifier:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class SlackChallenge:
+    """Answers Slack's `url_verification`; every other verified request is not a handshake."""
+
+    def answer(self, req: Signed) -> HandshakeAnswer | None:
+        # Most verified requests are events (or form-encoded interactivity payloads): a byte
+        # search spares parsing them here.
+        if URL_VERIFICATION not in req.body:
+            return None
+        try:
+            data = json.loads(req.body)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or data.get("type") != "url_verification":
+            return None
+        challenge = data.get("challenge")
+        if not isinstance(challenge, str) or not _CHALLENGE.fullmatch(challenge):
+            return HandshakeAnswer(400, reason=MALFORMED)
+        return HandshakeAnswer(200, challenge.encode("ascii"))
+
+
 class SlackScheme:
     name = "slack"
     option_keys = frozenset({"tolerance"})
@@ -79,6 +112,9 @@ class SlackScheme:
 
     def build(self, verify: VerifyConfig) -> SlackVerifier:
         return SlackVerifier(indexed(verify), verify.options.tolerance)
+
+    def build_challenge(self, verify: VerifyConfig) -> SlackChallenge:
+        return SlackChallenge()
 
     def sign(self, verify: VerifyConfig, req: ToSign) -> Signature:
         ts = str(req.now).encode()

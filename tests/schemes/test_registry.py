@@ -32,6 +32,7 @@ def test_every_scheme_is_registered_under_its_name() -> None:
             "xero",
             "teams",
             "worldline",
+            "msgraph",
         ]
     )
     for name, scheme in SCHEMES.items():
@@ -51,6 +52,7 @@ def test_every_scheme_is_registered_under_its_name() -> None:
         ("shopify", "X-Shopify-Webhook-Id"),
         ("gitlab", "Idempotency-Key"),
         ("twilio", "I-Twilio-Idempotency-Token"),
+        ("msgraph", None),  # subscriptionId + resource in the body
     ],
 )
 def test_replay_key_suggestions(scheme: str, header: str | None) -> None:

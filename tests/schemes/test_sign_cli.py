@@ -246,3 +246,31 @@ async def test_sign_reports_config_problems_without_secrets(tmp_path: Path) -> N
     code, out, err = await run(*argv, env={**ENV, "STRIPE_SECRET": "sk_live_oops"}, stdin=b"{}")
     assert (code, out) == (1, "")
     assert "starts with whsec_" in err and "sk_live_oops" not in err
+
+
+async def test_sign_msgraph_checks_the_body_carries_the_client_state(tmp_path: Path) -> None:
+    # Graph adds no header: `sign` prints only the Content-Type, and refuses a body whose items
+    # do not all carry the route's clientState (curl would get a 401 with it).
+    env = {**ENV, "GRAPH_STATE": "graph-client-state"}
+    verify = {"scheme": "msgraph", "secrets": ["env:GRAPH_STATE"]}
+    good = b'{"value": [{"changeType": "created", "clientState": "graph-client-state"}]}'
+    body_file = tmp_path / "body"
+    async with recording_upstream() as up:
+        cfg = base_config([route("bot", upstream=up.url, verify=verify)])
+        config_file = tmp_path / "gateway.yaml"
+        config_file.write_text(yaml.safe_dump(cfg))
+        argv = [sys.executable, "-m", "gateway", "sign", "--config", str(config_file), "--route", "bot"]
+        async with running_gateway(cfg, env) as gw:
+            body_file.write_bytes(good)
+            code, out, err = await run(*argv, "--body", str(body_file), env=env)
+            assert (code, out) == (0, "Content-Type: application/json\n"), err
+            header_file = tmp_path / "headers"
+            header_file.write_text(out)
+            assert await send(gw.base + "/hook/bot", header_file, body_file) == 200
+            assert [g.body for g in up.received] == [good]
+
+            body_file.write_bytes(good.replace(b"graph-client-state", b"someone-else"))
+            code, out, err = await run(*argv, "--body", str(body_file), env=env)
+            assert (code, out) == (1, "")
+            assert "every item of the body needs the route's first clientState" in err
+            assert "graph-client-state" not in err
