@@ -717,8 +717,16 @@ def _spool(raw: Any, problems: Problems) -> SpoolConfig:
     )
 
 
-STORE_KEYS = {"backend", "redis_url", "on_store_error", "max_entries", "key_prefix", "timeout"}
-STORE_KEYS |= {"sentinel", "cluster"}  # gateway/store/config.py
+STORE_KEYS = {
+    "backend",
+    "redis_url",
+    "sentinel",
+    "cluster",
+    "on_store_error",
+    "max_entries",
+    "key_prefix",
+    "timeout",
+}
 _REDIS_ONLY = ("redis_url", "key_prefix", "timeout", "sentinel", "cluster")
 
 
@@ -745,15 +753,15 @@ def _store(raw: Any, problems: Problems, environ: Mapping[str, str]) -> StoreCon
     d = StoreConfig()
     backend = r.get("backend", choice("memory", "redis", "redis-cluster"), d.backend)
     url: Secret | None = None
-    several = backend == "redis-cluster" or (backend == "redis" and r.has("sentinel"))
     topology = None
-    if several:
+    if backend == "redis-cluster" or (backend == "redis" and r.has("sentinel")):
+        # Several nodes, named by `sentinel:` / `cluster:` instead of redis_url.
         from gateway.store.config import parse_topology
 
         topology = parse_topology(r, backend, problems, environ)
     if backend != "memory":
-        if several:
-            pass  # the nodes are named by `sentinel:` / `cluster:` instead of redis_url
+        if backend == "redis-cluster" or r.has("sentinel"):
+            pass
         elif not r.has("redis_url"):
             problems.add(r.loc("redis_url"), "is required with backend: redis (e.g. env:REDIS_URL)")
         else:
