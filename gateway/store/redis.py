@@ -139,7 +139,12 @@ class RedisStore:
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.probe_interval)
-            await self.probe()
+            try:
+                await self.probe()
+            except Exception as exc:
+                # The probe only reports: a surprise in it must not end the reports. The type
+                # only, as everywhere here (a message could carry a URL).
+                log.error("store probe failed", extra={"backend": self.backend, "error": type(exc).__name__})
 
     async def probe(self) -> bool:
         """One probe: ping the master(s); publish up/down, the masters, and a new master as a
