@@ -138,7 +138,10 @@ class RedisStore:
 
     async def _probe_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.probe_interval)
+            # Four times as often while the store is down: the state (unreachable, failing
+            # over) and the new master show up within a fraction of the failover itself.
+            up = self.available is not False
+            await asyncio.sleep(self.probe_interval if up else self.probe_interval / 4)
             try:
                 await self.probe()
             except Exception as exc:
