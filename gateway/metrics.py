@@ -187,7 +187,7 @@ class Metrics:
             ["table"],
             registry=r,
         )
-        # Redis store state, from a probe once a second (gateway/store/redis.py).
+        # Redis store state, from a probe once a second, four times while down (gateway/store/redis.py).
         self.store_up = Gauge(
             "webhook_gateway_store_up",
             "1 when the last probe of the Redis store succeeded (every cluster master answered),"

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from redis.crc import key_slot
 
 from gateway import config as cfg
@@ -202,3 +203,16 @@ def test_hash_tag_leaves_other_shapes_whole() -> None:
     assert hash_tagged("rate:bot:req:::1") == "rate:{bot}:req:::1"
     assert hash_tagged("plain") == "plain"
     assert hash_tagged("a::b") == "a::b"
+
+
+@pytest.mark.parametrize(
+    ("page", "kind"), [("redis-sentinel.md", "sentinel"), ("redis-cluster.md", "cluster")]
+)
+def test_the_config_each_page_shows_is_valid(page: str, kind: str) -> None:
+    from tests.helpers import ROOT_DIR
+
+    text = (ROOT_DIR / "docs" / page).read_text().split("## Config", 1)[1]
+    shown = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    c = cfg.build({**config({}), **shown}, SECRETS | {"SENTINEL_PASSWORD": SENTINEL_PW})
+    assert c.store.topology is not None and c.store.topology.kind == kind
+    assert len(c.store.topology.addresses) == 3

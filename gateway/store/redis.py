@@ -9,7 +9,8 @@ fresh one, so a Redis restart costs no request more than the outage itself. Erro
 Sentinel and Cluster (gateway/store/topology.py) use the same scripts; every script touches one
 key, and in a cluster every key of a route carries the route as its hash tag. A promoted replica
 has an empty script cache: redis-py answers NOSCRIPT by loading the script and running it again.
-A probe once a second publishes whether the store answers and which master it writes to.
+A probe once a second (four while down) publishes whether the store answers, its state and
+which master it writes to.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.config.redis import RedisTopology
 from gateway.metrics import Metrics
@@ -128,7 +129,7 @@ class RedisStore:
         try:
             async with asyncio.timeout(self.timeout * 3):
                 return await self.topology.failing_over()
-        except (RedisError, OSError, TimeoutError):
+        except (RedisError, RedisClusterException, OSError, TimeoutError):
             return False
 
     def _state(self, state: str) -> None:
@@ -138,8 +139,16 @@ class RedisStore:
 
     async def _probe_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.probe_interval)
-            await self.probe()
+            # Four times as often while the store is down: the state (unreachable, failing
+            # over) and the new master show up within a fraction of the failover itself.
+            up = self.available is not False
+            await asyncio.sleep(self.probe_interval if up else self.probe_interval / 4)
+            try:
+                await self.probe()
+            except Exception as exc:
+                # The probe only reports: a surprise in it must not end the reports. The type
+                # only, as everywhere here (a message could carry a URL).
+                log.error("store probe failed", extra={"backend": self.backend, "error": type(exc).__name__})
 
     async def probe(self) -> bool:
         """One probe: ping the master(s); publish up/down, the masters, and a new master as a
@@ -170,10 +179,13 @@ class RedisStore:
             # A hard deadline over the socket timeouts: connect + retry must not hold a request.
             async with asyncio.timeout(self.timeout * 3):
                 result = await fn()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._seen(False, type(exc).__name__)
             raise StoreError(operation, type(exc).__name__) from None
-        self._seen(True, "")
+        if operation == "probe" or not self.topology.tagged:
+            # In a cluster one master may fail while the others answer: only the probe, which
+            # asks every master, says the store is whole again (no log line per request).
+            self._seen(True, "")
         return result
 
     def _seen(self, available: bool, cause: str) -> None:

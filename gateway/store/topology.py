@@ -15,7 +15,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.config.redis import RedisTopology
 from gateway.reader import Secret
@@ -116,7 +116,7 @@ class ClusterTopology(Topology):
             # masters' routes must keep working meanwhile.
             require_full_coverage=False,
             # A failed command refreshes the slot table and is tried again, once.
-            cluster_error_retry_attempts=1,
+            retry=_retry(),
         )
         super().__init__(client)
 
@@ -130,7 +130,7 @@ class ClusterTopology(Topology):
         for node in self.client.get_nodes():
             try:
                 table = await self.client.execute_command("CLUSTER NODES", target_nodes=node)
-            except RedisError:
+            except (RedisError, RedisClusterException):
                 continue
             for entry in table.values() if isinstance(table, dict) else ():
                 flags = str(entry.get("flags", "")).split(",") if isinstance(entry, dict) else []
