@@ -6,11 +6,9 @@ import base64
 import hmac
 import json
 import urllib.parse
-import urllib.request
 
 from tests.support.env import ENV
 
-# ---------------------------------------------------------------- what came out of gateways
 # Every log stream, error body, raw response and /metrics text the suite sees a gateway produce
 # is kept here; tests/adversarial/test_zz_secret_leaks.py scans all of it at the end of the
 # session for every secret in ENV and every signature noted below. Helpers that talk to a

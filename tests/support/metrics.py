@@ -21,4 +21,5 @@ def metric_value(text: str, name: str, labels: Mapping[str, str]) -> float:
 
 
 def metric(text: str, name: str, **labels: str) -> float:
+    """`metric_value` with the labels as keywords."""
     return metric_value(text, name, labels)
