@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.leakscan import LeakScanPlugin  # noqa: E402 - needs ROOT on sys.path first
+from tests.support.leakscan import LeakScanPlugin  # noqa: E402 - needs ROOT on sys.path first
 
 
 def pytest_configure(config: pytest.Config) -> None:

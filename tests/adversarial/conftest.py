@@ -5,13 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial.harness import (
-    PARSERS,
-    GatewayProcess,
-    ThreadedUpstream,
-    gateway_config,
-    gateway_process,
-)
+from tests.adversarial.harness import gateway_config
+from tests.support.process import SyncGatewayProcess, gateway_process
+from tests.support.upstream import ThreadedUpstream
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +16,13 @@ def upstream() -> Iterator[ThreadedUpstream]:
         yield up
 
 
-@pytest.fixture(scope="module", params=PARSERS, ids=[f"{p}-parser" for p in PARSERS])
+@pytest.fixture(scope="module")
 def gateway(
-    request: pytest.FixtureRequest, upstream: ThreadedUpstream, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
-    """One real gateway process per parser for a whole module, in front of `upstream`."""
-    parser: str = request.param
-    workdir: Path = tmp_path_factory.mktemp(f"gw-{parser}")
-    with gateway_process(gateway_config(upstream), workdir, parser=parser) as gw:
+    upstream: ThreadedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SyncGatewayProcess]:
+    """One real gateway process for a whole module, in front of `upstream`."""
+    workdir: Path = tmp_path_factory.mktemp("gw")
+    with gateway_process(gateway_config(upstream), workdir) as gw:
         yield gw
         problems = gw.problems()
     assert not problems, "gateway logged errors:\n" + "\n".join(problems)

@@ -17,19 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial.harness import (
-    TG_PATH,
-    Conn,
-    GatewayProcess,
-    ThreadedUpstream,
-    connect,
-    gateway_config,
-    gateway_process,
-    metric,
-    post_bytes,
-    read_all,
-)
-from tests.helpers import TELEGRAM_IP, TG_SECRET
+from tests.adversarial.harness import TG_PATH, gateway_config
+from tests.support.env import TELEGRAM_IP, TG_SECRET
+from tests.support.metrics import metric
+from tests.support.process import SyncGatewayProcess, gateway_process
+from tests.support.rawclient import Conn, connect, post_bytes, read_all
+from tests.support.upstream import ThreadedUpstream
 
 IDLE_SOCKETS = 10_000
 MIB = 1024
@@ -71,7 +64,7 @@ def idle_sockets(port: int, count: int) -> Iterator[list[socket.socket]]:
             s.close()
 
 
-def valid_update_passes(gw: GatewayProcess, up: ThreadedUpstream, n: int) -> None:
+def valid_update_passes(gw: SyncGatewayProcess, up: ThreadedUpstream, n: int) -> None:
     before = len(up.received)
     with Conn(gw.public_port) as c:
         r = c.request(post_bytes(TG_PATH, update(n), [TOKEN]))

@@ -24,7 +24,9 @@ from fuzz import targets
 from gateway.proxy.clientip import IPAddress, NetSet, parse_ip
 from gateway.schemes import SCHEMES
 from gateway.schemes.base import Signed, SigResult
-from tests.adversarial.harness import ROOT, SETTINGS, stop_process
+from tests.adversarial.harness import SETTINGS
+from tests.support.env import ROOT_DIR as ROOT
+from tests.support.process import stop_process
 
 FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "6"))
 HARNESSES = sorted(targets.TARGETS_BY_NAME)

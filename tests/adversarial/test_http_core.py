@@ -19,23 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial.harness import (
-    HMAC_PATH,
-    ROOT,
-    TG_PATH,
-    Conn,
-    ThreadedUpstream,
-    connect,
-    gateway_config,
-    gateway_process,
-    metric,
-    parse_responses,
-    post_bytes,
-    read_all,
-)
+from tests.adversarial.harness import HMAC_PATH, TG_PATH, gateway_config
 from tests.adversarial.test_floods import TOKEN, update, wait_for
-from tests.helpers import TG_SECRET
-from tests.tls.tlskit import make_pki
+from tests.support.env import ROOT_DIR as ROOT
+from tests.support.env import TG_SECRET
+from tests.support.metrics import metric
+from tests.support.process import gateway_process
+from tests.support.rawclient import Conn, connect, parse_responses, post_bytes, read_all
+from tests.support.tls import make_pki
+from tests.support.upstream import ThreadedUpstream
 
 MIB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Hypothesis against a real gateway process, under both parsers.
+"""Hypothesis against a real gateway process.
 
 1. Cutting the same bytes into pieces (sent with pauses, so the gateway reads them apart)
    never changes the statuses or what the upstream receives.
@@ -17,16 +17,12 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.adversarial.harness import (
-    HMAC_PATH,
-    SETTINGS,
-    TG_PATH,
-    GatewayProcess,
-    ThreadedUpstream,
-    exchange,
-    parse_responses,
-)
-from tests.helpers import HMAC_SECRET, TG_SECRET, TG_SECRET_2, Received, hmac_signature
+from tests.adversarial.harness import HMAC_PATH, SETTINGS, TG_PATH
+from tests.support.env import HMAC_SECRET, TG_SECRET, TG_SECRET_2
+from tests.support.leaks import hmac_signature
+from tests.support.process import SyncGatewayProcess
+from tests.support.rawclient import exchange, parse_responses
+from tests.support.upstream import Received, ThreadedUpstream
 
 TG_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 SIG_HEADER = "X-Signature"
@@ -128,7 +124,7 @@ def is_authenticated(r: Received) -> bool:
 Outcome = tuple[list[int], list[tuple[str, bytes, list[tuple[str, str]]]]]
 
 
-def outcome(gw: GatewayProcess, up: ThreadedUpstream, pieces: list[bytes], pause: float = 0.0) -> Outcome:
+def outcome(gw: SyncGatewayProcess, up: ThreadedUpstream, pieces: list[bytes], pause: float = 0.0) -> Outcome:
     """(statuses, what the upstream got minus the per-request id); checks every forward's auth."""
     before = len(up.received)
     data, closed = exchange(gw.public_port, pieces, pause=pause, read_timeout=8.0)
@@ -149,7 +145,7 @@ def outcome(gw: GatewayProcess, up: ThreadedUpstream, pieces: list[bytes], pause
     pause=st.sampled_from([0.002, 0.01]),
 )
 def test_cutting_the_bytes_never_changes_the_outcome(
-    gateway: GatewayProcess, upstream: ThreadedUpstream, stream: bytes, cuts: list[int], pause: float
+    gateway: SyncGatewayProcess, upstream: ThreadedUpstream, stream: bytes, cuts: list[int], pause: float
 ) -> None:
     points = sorted({c % len(stream) for c in cuts} - {0})
     pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
@@ -219,7 +215,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 @SETTINGS
 @given(data=st.binary(min_size=1, max_size=2048) | mutated() | streams())
 def test_any_bytes_get_4xx_close_or_authenticated_handling(
-    gateway: GatewayProcess, upstream: ThreadedUpstream, data: bytes
+    gateway: SyncGatewayProcess, upstream: ThreadedUpstream, data: bytes
 ) -> None:
     before = len(upstream.received)
     raw, closed = exchange(gateway.public_port, [data], read_timeout=8.0, shut_wr=True)

@@ -1,8 +1,8 @@
-"""Malformed and ambiguous HTTP on a raw socket, against a real gateway under both parsers.
+"""Malformed and ambiguous HTTP on a raw socket, against a real gateway process.
 
 Every malformed request below carries the right secret token and a route that would forward
 it, so the only thing wrong is the framing: a 2xx, or anything reaching the upstream, would be
-a parser being talked into something. Each must get a 4xx or a close, and the upstream must
+the listener being talked into something. Each must get a 4xx or a close, and the upstream must
 receive nothing. `test_valid_twin_is_forwarded` proves the same template does get through.
 """
 
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.adversarial.harness import (
-    TG_PATH,
-    GatewayProcess,
-    ThreadedUpstream,
-    exchange,
-    metric,
-    parse_responses,
-)
-from tests.helpers import TG_SECRET
+from tests.adversarial.harness import TG_PATH
+from tests.support.env import TG_SECRET
+from tests.support.metrics import metric
+from tests.support.process import SyncGatewayProcess
+from tests.support.rawclient import exchange, parse_responses
+from tests.support.upstream import ThreadedUpstream
 
 BODY = b'{"update_id":1}'
 CHUNKED = b"f\r\n" + BODY + b"\r\n0\r\n\r\n"
@@ -96,13 +93,13 @@ MALFORMED: dict[str, bytes] = {
 }
 
 
-def _requests_bad(gw: GatewayProcess) -> float:
+def _requests_bad(gw: SyncGatewayProcess) -> float:
     return metric(gw.metrics_text(), "webhook_gateway_requests_total", route="-", outcome="bad_request")
 
 
 @pytest.mark.parametrize("name", list(MALFORMED))
 def test_malformed_request_gets_4xx_or_close_and_never_reaches_upstream(
-    gateway: GatewayProcess, upstream: ThreadedUpstream, name: str
+    gateway: SyncGatewayProcess, upstream: ThreadedUpstream, name: str
 ) -> None:
     before_fwd = len(upstream.received)
     before_bad = _requests_bad(gateway)
@@ -118,7 +115,7 @@ def test_malformed_request_gets_4xx_or_close_and_never_reaches_upstream(
     assert not gateway.problems()
 
 
-def test_valid_twin_is_forwarded(gateway: GatewayProcess, upstream: ThreadedUpstream) -> None:
+def test_valid_twin_is_forwarded(gateway: SyncGatewayProcess, upstream: ThreadedUpstream) -> None:
     """The template above is fine when its framing is: the malformed cases test only framing."""
     before = len(upstream.received)
     two = VALID + VALID.replace(b"Content-Length: 15\r\n", b"Transfer-Encoding: chunked\r\n").replace(
@@ -135,7 +132,7 @@ def test_valid_twin_is_forwarded(gateway: GatewayProcess, upstream: ThreadedUpst
 
 
 def test_http10_and_tab_and_case_in_transfer_coding_are_accepted(
-    gateway: GatewayProcess, upstream: ThreadedUpstream
+    gateway: SyncGatewayProcess, upstream: ThreadedUpstream
 ) -> None:
     """Legal spellings still work: the strictness above is not a blanket refusal."""
     before = len(upstream.received)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import ALERTS, REPO
 
 from gateway.metrics import CHECKS, REASONS, SPOOL_RESULTS, Metrics
+from tests.deploy.deploy_support import ALERTS, REPO
 
 UNIT_TESTS = ALERTS.parent / "alerts_test.yaml"
 SELECTOR = re.compile(r"\b(webhook_gateway_[a-z_]+)(?:\{([^}]*)\})?")

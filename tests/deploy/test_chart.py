@@ -21,7 +21,8 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
-from deploy_support import (
+
+from tests.deploy.deploy_support import (
     ALERTS,
     CHART,
     CRD_KINDS,

@@ -9,7 +9,8 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-from deploy_support import CHART, REPO, by_kind, kube_versions, one, render, validate_strict
+
+from tests.deploy.deploy_support import CHART, REPO, by_kind, kube_versions, one, render, validate_strict
 
 DASHBOARD = REPO / "deploy" / "grafana" / "webhook-gateway.json"
 CHART_COPY = CHART / "files" / "grafana-dashboard.json"

@@ -18,8 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO
-from dockerfile_emulator import DockerIgnore, Emulator, parse, substitute
+
+from tests.deploy.deploy_support import REPO
+from tests.deploy.dockerfile_emulator import DockerIgnore, Emulator, parse, substitute
 
 DOCKERFILE = REPO / "Dockerfile"
 CONFIG_IN_IMAGE = "/etc/webhook-gateway/gateway.yaml"
@@ -86,7 +87,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
     for dropped in (
         ".git/HEAD",
         ".venv/bin/python",
-        "tests/test_cli.py",
+        "tests/commands/test_cli.py",
         "gateway/__pycache__/cli.cpython-311.pyc",
     ):
         assert ignore.excluded(dropped), dropped

@@ -17,7 +17,8 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
-from deploy_support import (
+
+from tests.deploy.deploy_support import (
     CHART,
     CRD_KINDS,
     EXAMPLES,

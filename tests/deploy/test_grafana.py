@@ -18,18 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from deploy_support import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import (
-    TG_SECRET,
-    base_config,
-    recording_upstream,
-    route,
-    running_gateway,
-)
-from tests.tls.botapi import BOT_TOKEN, fake_bot_api
-from tests.tls.tlskit import client_context, make_pki
+from tests.deploy.deploy_support import REPO
+from tests.support.botapi import BOT_TOKEN, fake_bot_api
+from tests.support.env import TG_SECRET
+from tests.support.inprocess import base_config, route, running_gateway
+from tests.support.tls import client_context, make_pki
+from tests.support.upstream import recording_upstream
 
 DASHBOARD = REPO / "deploy" / "grafana" / "webhook-gateway.json"
 ROUTES = ("tg-enforce", "tg-report", "spooled")

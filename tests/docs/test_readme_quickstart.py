@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.helpers import ROOT_DIR, free_port
+from tests.support.env import ROOT_DIR
+from tests.support.process import free_port
 
 # The first scripts/gateway call may install the package into .venv.
 DEADLINE = 300.0

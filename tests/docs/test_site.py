@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT_DIR
+from tests.support.env import ROOT_DIR
 
 
 def test_site_builds_strict(tmp_path: Path) -> None:

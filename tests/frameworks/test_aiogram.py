@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from aiogram.types import Message
 
-from tests.frameworks.support import (
+from tests.frameworks.harness import (
     FIRST_NAME,
     FRAMEWORKS,
     RTL_TEXT,

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.frameworks.support import FORGED, FRAMEWORKS, Bot, bot_behind_gateway, message_update, wire
-from tests.helpers import TELEGRAM_IP, TG_SECRET
+from tests.frameworks.harness import FORGED, FRAMEWORKS, Bot, bot_behind_gateway, message_update, wire
+from tests.support.env import TELEGRAM_IP, TG_SECRET
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 UPDATE_IDS = itertools.count(700_000_001)

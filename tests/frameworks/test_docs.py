@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gateway import config as cfg
-from tests.helpers import ENV, ROOT_DIR
+from tests.support.env import ENV, ROOT_DIR
 
 PAGES = {
     "aiogram.md": ROOT_DIR / "tests" / "frameworks" / "aiogram_bot.py",

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from telegram import Update
 
-from tests.frameworks.support import (
+from tests.frameworks.harness import (
     FIRST_NAME,
     FRAMEWORKS,
     RTL_TEXT,

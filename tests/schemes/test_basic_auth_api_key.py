@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 
 from gateway.schemes.base import ToSign
-from tests.helpers import base_config, post, recording_upstream, route, running_gateway
-from tests.scheme_helpers import config_problems, sign, signed, verifier
+from tests.support.inprocess import base_config, post, route, running_gateway
+from tests.support.schemes import config_problems, sign, signed, verifier
+from tests.support.upstream import recording_upstream
 
 ENV = {"B": "bot:pa:ss w0rd", "B2": "old:creds", "K": "key-0123456789", "K2": "key-old"}
 BASIC = {"scheme": "basic-auth", "secrets": ["env:B2", "env:B"]}

@@ -6,7 +6,8 @@ import aiohttp
 import pytest
 
 from gateway.schemes.handshake import MetaHandshake
-from tests.helpers import base_config, recording_upstream, route, running_gateway
+from tests.support.inprocess import base_config, route, running_gateway
+from tests.support.upstream import recording_upstream
 
 TOKEN = "meta-verify-token_42"
 ENV = {"APP_SECRET": "app-secret-0123", "META_VERIFY_TOKEN": TOKEN}

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.scheme_helpers import flip, signed, verifier
+from tests.support.schemes import flip, signed, verifier
 
 H = "X-Hub-Signature-256"
 # GitHub's documented example ("Validating webhook deliveries"): this secret and payload give

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.schemes.msgraph import MsgraphChallenge, MsgraphScheme, client_states
-from tests.scheme_helpers import config_problems, signed, verifier
+from tests.support.schemes import config_problems, signed, verifier
 
 STATE = "secretClientValue-4a7c"
 OLD = "previous-client-state"

@@ -22,8 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import ROOT_DIR, base_config, post, recording_upstream, route, running_gateway
-from tests.scheme_helpers import flip, signed, verifier
+from tests.support.env import ROOT_DIR
+from tests.support.inprocess import base_config, post, route, running_gateway
+from tests.support.schemes import flip, signed, verifier
+from tests.support.upstream import recording_upstream
 
 TABLE = ROOT_DIR / "docs" / "senders" / "index.md"
 NOW = 1_700_000_000

@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 
 from gateway.schemes.slack import SlackChallenge
-from tests.helpers import base_config, post, recording_upstream, route, running_gateway
-from tests.scheme_helpers import signed
-from tests.spool.support import rows
+from tests.support.inprocess import base_config, post, route, running_gateway
+from tests.support.schemes import signed
+from tests.support.spool import rows
+from tests.support.upstream import recording_upstream
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 GRAPH_STATE = "graph-client-state-0123"

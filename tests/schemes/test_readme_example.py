@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from gateway.schemes import SCHEMES
-from tests.helpers import ROOT_DIR, recording_upstream, running_gateway
+from tests.support.env import ROOT_DIR
+from tests.support.inprocess import running_gateway
+from tests.support.upstream import recording_upstream
 
 
 def _readme_block() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.schemes import SCHEMES
-from tests.scheme_helpers import config_problems
+from tests.support.schemes import config_problems
 
 
 def test_every_scheme_is_registered_under_its_name() -> None:

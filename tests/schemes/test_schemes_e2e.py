@@ -22,7 +22,8 @@ from standardwebhooks.webhooks import Webhook
 from stripe import WebhookSignature
 from twilio.request_validator import RequestValidator
 
-from tests.helpers import base_config, post, recording_upstream, route, running_gateway
+from tests.support.inprocess import base_config, post, route, running_gateway
+from tests.support.upstream import recording_upstream
 
 SECRETS = {
     "APP_SECRET": "meta-app-secret-0123456789",

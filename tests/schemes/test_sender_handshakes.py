@@ -20,10 +20,11 @@ import pytest
 
 from gateway.schemes.base import Signed
 from gateway.schemes.sender_handshakes import DropboxChallenge, TwitchChallenge, XCrc
-from tests.helpers import base_config, post, recording_upstream, route, running_gateway
-from tests.scheme_helpers import signed
 from tests.schemes.test_template_presets import twitch_headers, zoom_headers
-from tests.spool.support import FAST_SPOOL, rows
+from tests.support.inprocess import base_config, post, route, running_gateway
+from tests.support.schemes import signed
+from tests.support.spool import FAST_SPOOL, rows
+from tests.support.upstream import recording_upstream
 
 SECRET = "handshake-secret-0123"
 ENV = {"S": SECRET}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gateway import config as cfg
-from tests.helpers import ROOT_DIR
+from tests.support.env import ROOT_DIR
 
 PAGES = ["slack.md", "microsoft-graph.md"]
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.scheme_helpers import config_problems, flip, signed, verifier
+from tests.support.schemes import config_problems, flip, signed, verifier
 
 SH = "X-Shopify-Hmac-Sha256"
 SHOP_SECRET = "shpss_0123456789abcdef0123456789abcdef"

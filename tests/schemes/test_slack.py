@@ -12,7 +12,7 @@ import pytest
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from gateway.schemes.base import ToSign
-from tests.scheme_helpers import flip, sign, signed, verifier
+from tests.support.schemes import flip, sign, signed, verifier
 
 SIG = "X-Slack-Signature"
 TS = "X-Slack-Request-Timestamp"

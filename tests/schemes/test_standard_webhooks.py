@@ -14,7 +14,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.schemes.base import ToSign
-from tests.scheme_helpers import config_problems, flip, sign, signed, verifier
+from tests.support.schemes import config_problems, flip, sign, signed, verifier
 
 # The specification's example: this secret, id, timestamp and payload give this signature.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

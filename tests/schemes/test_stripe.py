@@ -12,7 +12,7 @@ import stripe
 from stripe import WebhookSignature
 
 from gateway.schemes.base import ToSign
-from tests.scheme_helpers import config_problems, flip, sign, signed, verifier
+from tests.support.schemes import config_problems, flip, sign, signed, verifier
 
 H = "Stripe-Signature"
 SECRET = "whsec_test_0123456789abcdefABCDEF"

@@ -19,8 +19,8 @@ import pytest
 from gateway import config as cfg
 from gateway.schemes.base import ToSign
 from gateway.schemes.template import parse_timestamp
-from tests.helpers import ROOT_DIR
-from tests.scheme_helpers import config_problems, flip, sign, signed, verifier
+from tests.support.env import ROOT_DIR
+from tests.support.schemes import config_problems, flip, sign, signed, verifier
 
 NOW = 1_700_000_000
 BODY = b'{"event":"meeting.started","payload":{"object":{"topic":"caf\\u00e9"}}}'

@@ -13,7 +13,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from gateway.schemes.base import ToSign
-from tests.scheme_helpers import config_problems, flip, sign, signed, verifier
+from tests.support.schemes import config_problems, flip, sign, signed, verifier
 
 H = "X-Twilio-Signature"
 FORM = "application/x-www-form-urlencoded"

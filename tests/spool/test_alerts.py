@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import ROOT_DIR
+from tests.support.env import ROOT_DIR
 
 RULES = ROOT_DIR / "deploy" / "prometheus"
 
@@ -36,7 +36,7 @@ def test_spool_rules_fire_as_specified(promtool: str) -> None:
 async def test_every_metric_the_rules_use_is_exported(tmp_path: object) -> None:
     import re
 
-    from tests.helpers import base_config, route, running_gateway
+    from tests.support.inprocess import base_config, route, running_gateway
 
     names = set(re.findall(r"webhook_gateway_\w+", (RULES / "alerts-spool.yaml").read_text()))
     assert len(names) >= 3

@@ -9,19 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import (
-    ENV,
-    ROOT_DIR,
-    TG_SECRET,
-    base_config,
-    free_port,
-    post,
-    recording_upstream,
-    route,
-    running_gateway,
-    tg_verify,
-)
-from tests.spool.support import FAST_SPOOL, eventually, rows
+from tests.support.env import ENV, ROOT_DIR, TG_SECRET
+from tests.support.inprocess import base_config, post, route, running_gateway, tg_verify
+from tests.support.process import free_port
+from tests.support.spool import FAST_SPOOL, eventually, rows
+from tests.support.upstream import recording_upstream
 
 TG = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
 

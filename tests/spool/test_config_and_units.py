@@ -10,7 +10,7 @@ import pytest
 from gateway import config as cfg
 from gateway.spool.service import dedup_key
 from gateway.spool.worker import RETRY_AFTER_CAP, backoff, retry_after
-from tests.helpers import ENV
+from tests.support.env import ENV
 
 
 def conf(route: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:

@@ -23,8 +23,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import ENV, ROOT_DIR, RecordingUpstream, free_port
-from tests.spool.support import FAST_SPOOL, eventually, upstream_on
+from tests.support.env import ENV, ROOT_DIR
+from tests.support.process import free_port
+from tests.support.spool import FAST_SPOOL, eventually
+from tests.support.upstream import RecordingUpstream, upstream_on
 
 CYCLES = 50
 CLIENTS = 4

@@ -12,18 +12,11 @@ import yaml
 from aiohttp import web
 
 from gateway.serve.reload import Reloader
-from tests.helpers import (
-    TG_SECRET,
-    RecordingUpstream,
-    base_config,
-    free_port,
-    post,
-    recording_upstream,
-    route,
-    running_gateway,
-    tg_verify,
-)
-from tests.spool.support import FAST_SPOOL, eventually, rows, spool_config, upstream_on
+from tests.support.env import TG_SECRET
+from tests.support.inprocess import base_config, post, route, running_gateway, tg_verify
+from tests.support.process import free_port
+from tests.support.spool import FAST_SPOOL, eventually, rows, spool_config
+from tests.support.upstream import RecordingUpstream, recording_upstream, upstream_on
 
 TG = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"}
 

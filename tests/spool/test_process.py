@@ -7,8 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import GatewayProcess, free_port, post
-from tests.spool.support import FAST_SPOOL, eventually, rows, upstream_on
+from tests.support.inprocess import post
+from tests.support.process import GatewayProcess, free_port
+from tests.support.spool import FAST_SPOOL, eventually, rows
+from tests.support.upstream import upstream_on
 
 
 async def test_sigterm_stops_workers_cleanly_and_a_restart_resumes(tmp_path: Path) -> None:

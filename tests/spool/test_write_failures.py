@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, post, running_gateway
-from tests.spool.support import eventually, rows, spool_config, upstream_on
+from tests.support.inprocess import post, running_gateway
+from tests.support.process import free_port
+from tests.support.spool import eventually, rows, spool_config
+from tests.support.upstream import upstream_on
 
 URL = "/hook/bot"
 

@@ -17,8 +17,9 @@ from gateway import config as cfg
 from gateway.metrics import Metrics
 from gateway.proxy.snapshot import SnapshotHolder, compile_snapshot
 from gateway.serve.reload import Reloader
-from tests.helpers import ENV, base_config, route
-from tests.tls.tlskit import Pki, make_pki, write_config
+from tests.support.env import ENV
+from tests.support.inprocess import base_config, route
+from tests.support.tls import Pki, make_pki, write_config
 
 
 def build(tls: Any) -> cfg.Config:

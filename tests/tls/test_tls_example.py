@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT_DIR
-from tests.tls.botapi import BOT_TOKEN
-from tests.tls.tlskit import make_pki
+from tests.support.botapi import BOT_TOKEN
+from tests.support.env import ROOT_DIR
+from tests.support.tls import make_pki
 
 LIVE = "/etc/letsencrypt/live/bot.example.com"
 

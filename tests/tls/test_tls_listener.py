@@ -17,17 +17,10 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from tests.helpers import (
-    TG_SECRET,
-    GatewayProcess,
-    base_config,
-    free_port,
-    recording_upstream,
-    route,
-    running_gateway,
-    tg_verify,
-)
-from tests.tls.tlskit import (
+from tests.support.env import TG_SECRET
+from tests.support.inprocess import base_config, route, running_gateway, tg_verify
+from tests.support.process import GatewayProcess, free_port
+from tests.support.tls import (
     Pki,
     client_context,
     days,
@@ -37,6 +30,7 @@ from tests.tls.tlskit import (
     serial_of,
     write_config,
 )
+from tests.support.upstream import recording_upstream
 
 TG = "X-Telegram-Bot-Api-Secret-Token"
 

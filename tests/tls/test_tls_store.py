@@ -13,8 +13,9 @@ from gateway.serve.service import Service
 from gateway.tls.certs import CertPair
 from gateway.tls.config import TlsConfig
 from gateway.tls.store import CertStore
-from tests.helpers import ENV, base_config, route
-from tests.tls.tlskit import Pki, make_pki, serial_of
+from tests.support.env import ENV
+from tests.support.inprocess import base_config, route
+from tests.support.tls import Pki, make_pki, serial_of
 
 
 @pytest.fixture
