@@ -35,6 +35,7 @@ REASONS = (
     "error",
     "requests",  # rate_limit: the route's request rate for this client IP
     "failures",  # rate_limit: the route's verification-failure rate for this client IP
+    "route_failures",  # rate_limit: the route's verification-failure rate over all clients
     "duplicate",  # replay: already delivered
     "in_flight",  # replay: the same update is being delivered right now
     "unavailable",  # replay, rate_limit: the store did not answer

@@ -151,9 +151,10 @@ def _rate_limit(raw: Any, at: str, problems: Problems) -> RateLimitConfig:
     r = Reader(raw, at, problems, keys_of(RateLimitConfig))
     requests = r.get("requests", _rate)
     failures = r.get("failures", _rate)
-    if not r.has("requests") and not r.has("failures") and not r.misspelt:
+    route_failures = r.get("route_failures", _rate)
+    if not (r.has("requests") or r.has("failures") or r.has("route_failures")) and not r.misspelt:
         problems.add(at, "give `requests` and/or `failures` (e.g. {requests: 100/s, failures: 5/m})")
-    return RateLimitConfig(requests=requests, failures=failures)
+    return RateLimitConfig(requests=requests, failures=failures, route_failures=route_failures)
 
 
 def _replay(raw: Any, at: str, problems: Problems, verify: VerifyConfig | None) -> ReplayConfig:

@@ -79,6 +79,8 @@ class RateLimitConfig:
 
     requests: Rate | None = None  # every request
     failures: Rate | None = None  # failed verifications; over it, the IP is refused before verifying
+    # failed verifications over all clients; over it, a failed verification is answered 429
+    route_failures: Rate | None = None
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,9 @@ class Pipeline:
                 decision.secret_index = index
                 route.metrics.secret_matched(index)
             if route.rate_limit is not None and failure is not None and failure.decisive:
-                await self._rate_failed(route, client)
+                ceiling = await self._rate_failed(route, client)
+                if ceiling is not None:
+                    decision.failures.insert(0, ceiling)  # answered before the signature's 401
         if decision.reject is not None:
             return Verdict(Action.REJECT, decision, body)
         # 5. Only now, verified, is the body parsed or the store touched: a forged or unsigned
@@ -272,15 +274,16 @@ class Pipeline:
             log_.exception("rate limit check failed")
             return Failure("rate_limit", "error")  # fail closed
 
-    async def _rate_failed(self, route: Route, client: IPAddress | None) -> None:
+    async def _rate_failed(self, route: Route, client: IPAddress | None) -> Failure | None:
         assert route.rate_limit is not None
         try:
-            await route.rate_limit.failed(self.store, client, self.clock())
+            return await route.rate_limit.failed(self.store, client, self.clock())
         except StoreError as exc:
             # The request fails verification anyway; only the count is lost.
             self.metrics.store_errors.labels(route.name, exc.operation).inc()
         except Exception:
             log_.exception("rate limit count failed")
+        return None
 
     async def _reserve(
         self,

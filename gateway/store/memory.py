@@ -21,6 +21,15 @@ V = TypeVar("V")
 _DELIVERED = ""  # the token of a delivered mark; reservations get a random one
 
 
+def window_kind(key: str) -> str:
+    """`rate:ROUTE:KIND[:WHO]` (checks/ratelimit.py; a route name holds no `:`) -> KIND: `req`
+    (every request of a client), `fail` (a client's failures) or a route-wide window."""
+    parts = key.split(":", 3)
+    if len(parts) < 3 or parts[2] == "req":
+        return "req"
+    return "fail" if parts[2] == "fail" else "route"
+
+
 class BoundedTable(Generic[V]):
     """Key -> (expires at, value), at most `max_entries`; expired entries read as absent.
 
@@ -71,6 +80,14 @@ class MemoryStore:
         self.clock = clock
         self.marks: BoundedTable[str] = BoundedTable("replay", max_entries, metrics)
         self.windows: BoundedTable[WindowState] = BoundedTable("rate_limit", max_entries, metrics)
+        # Windows that count failures live apart, so that churn of request windows (one per
+        # address that ever sent anything) never evicts a window that holds failures; and a
+        # route's own windows (a few per route) apart from both, so no churn ever evicts them.
+        self._tables: dict[str, BoundedTable[WindowState]] = {
+            "req": self.windows,
+            "fail": BoundedTable("rate_limit_failures", max_entries, metrics),
+            "route": BoundedTable("rate_limit_routes", max_entries, metrics),
+        }
 
     async def start(self) -> None:
         return None
@@ -102,9 +119,10 @@ class MemoryStore:
     async def rate(self, key: str, limit: int, window: float, now: float, add: bool) -> float:
         window_ms = max(1, round(window * 1000))
         now_ms = math.floor(now * 1000)
-        item = self.windows.get(key, now)
+        table = self._tables[window_kind(key)]
+        item = table.get(key, now)
         state, wait_ms = decide(item[1] if item else None, now_ms, window_ms, limit, add)
         if state is not None:
             # Kept while it can still weigh in: until the end of the window after this one.
-            self.windows.put(key, (state.index + 2) * window_ms / 1000, state, now)
+            table.put(key, (state.index + 2) * window_ms / 1000, state, now)
         return wait_ms / 1000

@@ -236,3 +236,46 @@ def test_forged_flood_from_one_address_is_throttled_while_valid_updates_pass(
         text = gw.metrics_text()
         assert metric(text, "webhook_gateway_requests_total", route="tg", outcome="rate_limited") == throttled
         assert len(upstream.received) == valid
+
+
+def test_forged_flood_from_more_addresses_than_the_store_keeps_hits_the_route_ceiling(
+    upstream: ThreadedUpstream, tmp_path: Path
+) -> None:
+    """Per-address failure windows cannot follow more addresses than `store.max_entries`; the
+    route's own ceiling does: past it, forged requests get 429, and valid ones still pass."""
+    cfg = gateway_config(upstream, store={"max_entries": 100})
+    cfg["routes"][0]["rate_limit"] = {"failures": "5/m", "route_failures": "20/m"}
+    forged, throttled = 600, 0
+    before = len(upstream.received)
+    with gateway_process(cfg, tmp_path / "gw") as gw, Conn(gw.public_port) as c:
+        for i in range(forged):
+            address = f"100.64.{i // 250}.{i % 250 + 1}"  # each one new: no address fails twice
+            r = c.request(
+                post_bytes(
+                    TG_PATH,
+                    update(i),
+                    [("X-Telegram-Bot-Api-Secret-Token", "forged"), ("X-Forwarded-For", address)],
+                )
+            )
+            assert r.status in (401, 429), (r.status, r.body)
+            throttled += r.status == 429
+            if i % 100 == 99:  # a valid update from an address never seen still gets through
+                ok = c.request(
+                    post_bytes(
+                        TG_PATH, update(10_000 + i), [TOKEN, ("X-Forwarded-For", f"198.51.100.{i // 100}")]
+                    )
+                )
+                assert ok.status == 200, (ok.status, ok.body)
+        # The window holds 20 failures a minute; a sliding window may admit a few more.
+        assert throttled >= forged - 30, f"only {throttled} of {forged} forged requests throttled"
+        text = gw.metrics_text()
+        assert metric(text, "webhook_gateway_store_evictions_total", table="rate_limit_failures") > 0
+        counted = metric(
+            text,
+            "webhook_gateway_check_failures_total",
+            route="tg",
+            check="rate_limit",
+            reason="route_failures",
+        )
+        assert counted == throttled
+        assert len(upstream.received) == before + forged // 100

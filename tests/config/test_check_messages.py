@@ -10,7 +10,7 @@ import pytest
 
 from gateway import config as cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {"TG": "t" * 32, "GH": "g" * 32}
 
 ROUTE = """\

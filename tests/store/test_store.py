@@ -147,3 +147,24 @@ def _metrics(metrics: Metrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+async def test_request_window_churn_never_evicts_a_window_that_holds_failures() -> None:
+    """More addresses than the table holds send requests: the one address that failed stays
+    refused, because failure windows are kept apart from request windows."""
+    clock = FakeClock()
+    store = MemoryStore(10, Metrics(), clock)
+    fail = "rate:tg:fail:203.0.113.7"
+    for _ in range(5):
+        await store.rate(fail, 5, 60.0, clock(), True)
+    assert await store.rate(fail, 5, 60.0, clock(), False) > 0
+    for i in range(50):
+        await store.rate(f"rate:tg:req:100.64.0.{i}", 100, 1.0, clock(), True)
+    assert await store.rate(fail, 5, 60.0, clock(), False) > 0
+    # A route-wide window outlives churn of per-address failure windows too.
+    route = "rate:tg:route-fail"
+    for _ in range(3):
+        await store.rate(route, 3, 60.0, clock(), True)
+    for i in range(50):
+        await store.rate(f"rate:tg:fail:100.64.1.{i}", 5, 60.0, clock(), True)
+    assert await store.rate(route, 3, 60.0, clock(), True) > 0

@@ -1,10 +1,15 @@
 """Rate limits per route and client IP, checked before the body is read.
 
-Two sliding windows: every request, and failed verifications. The second is much lower: a
-forger is refused after a few wrong secrets, before the gateway spends anything verifying,
-while the sender's own addresses (few, carrying all of a bot's traffic) are never counted
-there as long as their requests verify. Only admitted requests are counted, so a refused
-client is told exactly when a slot frees up.
+Two sliding windows per client IP: every request, and failed verifications. The second is much
+lower: a forger is refused after a few wrong secrets, before the gateway spends anything
+verifying, while the sender's own addresses (few, carrying all of a bot's traffic) are never
+counted there as long as their requests verify. Only admitted requests are counted, so a
+refused client is told exactly when a slot frees up.
+
+Per-IP windows cannot stop a forger who rotates through more addresses than the store keeps
+windows for. `route_failures` is the route's own window of failed verifications over every
+client: past it, a failed verification is answered 429 (with `Retry-After`) instead of 401,
+while a request that verifies still passes, whatever its address.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ def subject(client: IPAddress | None) -> str:
 
 
 class RateLimitCheck:
-    __slots__ = ("failures", "prefix", "requests")
+    __slots__ = ("failures", "prefix", "requests", "route_failures")
 
     def __init__(self, route: str, config: RateLimitConfig) -> None:
         self.prefix = f"rate:{route}:"
         self.requests: Rate | None = config.requests
         self.failures: Rate | None = config.failures
+        self.route_failures: Rate | None = config.route_failures
 
     async def admit(self, store: Store, client: IPAddress | None, now: float) -> Failure | None:
         """Before the body: refused while this IP is over its failure limit, else counted
@@ -51,8 +57,15 @@ class RateLimitCheck:
                 return Failure("rate_limit", "requests", retry_after=wait)
         return None
 
-    async def failed(self, store: Store, client: IPAddress | None, now: float) -> None:
-        """A verification failed: count it. Raises `StoreError`."""
+    async def failed(self, store: Store, client: IPAddress | None, now: float) -> Failure | None:
+        """A verification failed: count it against the client and the route; the route's
+        ceiling, when this failure is past it. Raises `StoreError`."""
         if self.failures is not None:
             f = self.failures
             await store.rate(f"{self.prefix}fail:{subject(client)}", f.count, f.window, now, add=True)
+        if self.route_failures is not None:
+            c = self.route_failures
+            wait = await store.rate(f"{self.prefix}route-fail", c.count, c.window, now, add=True)
+            if wait > 0:
+                return Failure("rate_limit", "route_failures", retry_after=wait)
+        return None
