@@ -161,7 +161,7 @@ def test_repr_hides_the_client_state() -> None:
 
 def test_sign_checks_the_body_carries_the_client_state() -> None:
     from gateway.schemes.base import ToSign
-    from tests.scheme_helpers import verify_config
+    from tests.support.schemes import verify_config
 
     v = verify_config(VERIFY, ENV)
     assert MsgraphScheme().sign(v, ToSign(body(item()), 0)).headers == ()

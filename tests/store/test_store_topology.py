@@ -209,7 +209,7 @@ def test_hash_tag_leaves_other_shapes_whole() -> None:
     ("page", "kind"), [("redis-sentinel.md", "sentinel"), ("redis-cluster.md", "cluster")]
 )
 def test_the_config_each_page_shows_is_valid(page: str, kind: str) -> None:
-    from tests.helpers import ROOT_DIR
+    from tests.support.env import ROOT_DIR
 
     text = (ROOT_DIR / "docs" / page).read_text().split("## Config", 1)[1]
     shown = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
