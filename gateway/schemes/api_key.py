@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 from gateway.reader import Problems, Reader, text
 from gateway.schemes.base import (
@@ -21,9 +21,10 @@ from gateway.schemes.base import (
     indexed,
     match_any,
     one_header,
+    query_values,
     secret_for_signing,
 )
-from gateway.schemes.template import header_name
+from gateway.schemes.template import header_name, prefix_option
 
 _MAX_FIELDS = 64
 
@@ -46,13 +47,6 @@ def _param(value: Any) -> str:
     return name
 
 
-def _prefix(value: Any) -> str:
-    p = text(value)
-    if not p.isascii() or any(c in p for c in "\r\n"):
-        raise ValueError("a prefix is ASCII on one line")
-    return p
-
-
 @dataclass(frozen=True)
 class ApiKeyVerifier:
     options: ApiKeyOptions
@@ -69,17 +63,10 @@ class ApiKeyVerifier:
                 return FAIL_MALFORMED
             given = given[len(prefix) :]
         else:
-            try:
-                pairs = parse_qsl(
-                    req.query,
-                    keep_blank_values=True,
-                    encoding="utf-8",
-                    errors="strict",
-                    max_num_fields=_MAX_FIELDS,
-                )
-            except (ValueError, UnicodeDecodeError):
+            assert o.query is not None  # parse_options requires exactly one of header and query
+            values = query_values(req.query, o.query, _MAX_FIELDS)
+            if values is None:
                 return FAIL_MALFORMED
-            values = [v for k, v in pairs if k == o.query]
             if not values:
                 return FAIL_MISSING
             if len(values) > 1 or not values[0]:
@@ -99,7 +86,7 @@ class ApiKeyScheme:
     def parse_options(self, r: Reader, problems: Problems) -> ApiKeyOptions:
         header = r.get("header", header_name, None)
         query = r.get("query", _param, None)
-        prefix = r.get("prefix", _prefix, "")
+        prefix = r.get("prefix", prefix_option, "")
         if r.has("header") == r.has("query"):
             problems.add(r.at, "api-key takes exactly one of header: NAME or query: NAME")
         if prefix and not r.has("header"):

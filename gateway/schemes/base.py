@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl
 
 from multidict import CIMultiDictProxy
 
@@ -124,6 +125,18 @@ def one_header(headers: Mapping[str, str] | CIMultiDictProxy[str], name: str) ->
     if not raw or not raw.isascii():
         return FAIL_MALFORMED
     return raw
+
+
+def query_values(raw_query: str, name: str, max_fields: int) -> list[str] | None:
+    """Every value of `name` in a raw (percent-encoded) query, decoded strictly as UTF-8; None
+    when the query is malformed or holds more than `max_fields` fields. Never raises."""
+    try:
+        pairs = parse_qsl(
+            raw_query, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=max_fields
+        )
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return [value for key, value in pairs if key == name]
 
 
 def match_any(

@@ -24,7 +24,6 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from gateway.reader import Problems, Reader
 from gateway.schemes.base import (
@@ -39,6 +38,7 @@ from gateway.schemes.base import (
     ToSign,
     VerifyConfig,
     indexed,
+    query_values,
 )
 from gateway.schemes.handshake import HandshakeAnswer
 
@@ -70,18 +70,8 @@ def validation_token(req: Signed) -> str | None:
     """
     if req.body or VALIDATION_TOKEN not in req.query:
         return None
-    try:
-        pairs = parse_qsl(
-            req.query,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=_MAX_QUERY_FIELDS,
-        )
-    except (ValueError, UnicodeDecodeError):
-        return None
-    tokens = [value for key, value in pairs if key == VALIDATION_TOKEN]
-    return tokens[0] if len(tokens) == 1 else None
+    tokens = query_values(req.query, VALIDATION_TOKEN, _MAX_QUERY_FIELDS)
+    return tokens[0] if tokens is not None and len(tokens) == 1 else None
 
 
 def client_states(body: bytes) -> list[bytes] | None:

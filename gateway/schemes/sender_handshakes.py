@@ -16,8 +16,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
 
+from gateway.schemes.base import query_values
 from gateway.schemes.handshake import MALFORMED, HandshakeAnswer
 
 if TYPE_CHECKING:
@@ -34,14 +34,8 @@ _REFUSED = HandshakeAnswer(400, reason=MALFORMED)
 
 def _query_field(raw_query: str, name: str) -> str | None:
     """The one value of `name` in a raw query, if it is a well-formed token; None otherwise."""
-    try:
-        pairs = parse_qsl(
-            raw_query, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=_MAX_FIELDS
-        )
-    except (ValueError, UnicodeDecodeError):
-        return None
-    values = [v for k, v in pairs if k == name]
-    if len(values) != 1 or not _TOKEN.fullmatch(values[0]):
+    values = query_values(raw_query, name, _MAX_FIELDS)
+    if values is None or len(values) != 1 or not _TOKEN.fullmatch(values[0]):
         return None
     return values[0]
 

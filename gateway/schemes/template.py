@@ -223,7 +223,7 @@ def header_name(value: Any) -> str:
     return name
 
 
-def _prefix(value: Any) -> str:
+def prefix_option(value: Any) -> str:
     p = text(value)
     if not p.isascii() or any(c in p for c in "\r\n"):
         raise ValueError("a prefix is ASCII on one line")
@@ -281,7 +281,7 @@ def parse_template_options(r: Reader, problems: Problems) -> TemplateOptions | N
         parts=parts,
         template=template,
         signature_headers=headers,
-        prefix=r.get("prefix", _prefix, ""),
+        prefix=r.get("prefix", prefix_option, ""),
         encoding=r.get("encoding", choice(*ENCODINGS), "hex"),
         algorithm=r.get("algorithm", choice(*ALGORITHMS), "sha256"),
         timestamp_header=ts_header,
