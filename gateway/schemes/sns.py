@@ -273,6 +273,9 @@ class SnsVerifier:
         header_type = req.headers.getall("x-amz-sns-message-type", ())
         if header_type and list(header_type) != [msg["Type"]]:
             return FAIL_MALFORMED  # the unsigned header disagrees with the signed field
+        header_id = req.headers.getall("x-amz-sns-message-id", ())
+        if header_id and list(header_id) != [msg["MessageId"]]:
+            return FAIL_MALFORMED  # the replay check keys on this header: it must be the signed id
         if msg["TopicArn"] not in self.opts.topic_arns:
             return FAIL_MISMATCH  # genuine SNS maybe, but another account's topic
         try:
