@@ -90,7 +90,7 @@ class TimestampedKeyVerifier:
             return FAIL_MALFORMED if ts.reason == MISSING else ts
         signature = lay.decode(sig)
         timestamp = parse_timestamp(ts)
-        if signature is None or timestamp is None:
+        if signature is None or timestamp is None or (lay.kind == "ed25519" and len(signature) != 64):
             return FAIL_MALFORMED
         index = verify_any(self.keys, signature, ts + lay.joiner + req.body)
         if index is None:
