@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import ssl
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -342,7 +343,10 @@ class SnsConfirm:
 
 def _host_pattern(value: Any) -> str:
     pattern = text(value)
-    re.compile(pattern)  # re.error is a ValueError
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
     return pattern
 
 
@@ -351,7 +355,10 @@ def _roots(path: str | None, at: str, problems: Problems) -> tuple[x509.Certific
         paths = ssl.get_default_verify_paths()
         path = paths.cafile or paths.openssl_cafile
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            # A system bundle may hold an old root cryptography frowns upon (a negative serial):
+            # it is the bundle's to fix, and it must not stop the gateway from starting.
+            warnings.simplefilter("ignore")
             return tuple(x509.load_pem_x509_certificates(fh.read()))
     except (OSError, ValueError) as exc:
         problems.add(at, f"cannot read CA certificates from {path}: {getattr(exc, 'strerror', None) or exc}")
