@@ -421,3 +421,46 @@ def test_sign_makes_a_message_the_verifier_accepts(tmp_path: Path) -> None:
     when = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp()
     assert v.verify(signed(dict(sig.headers), sig.body, when)).ok
     assert v.verify(signed(dict(sig.headers), sig.body.replace(b'"hi"', b'"ho"'), when)).reason == "mismatch"
+
+
+async def test_sign_command_with_a_key_and_the_cert_url_then_curl(tmp_path: Path) -> None:
+    import sys
+
+    import yaml
+
+    from tests.schemes.test_sign_cli import run
+    from tests.schemes.test_sign_cli import send as curl
+
+    async with cert_server(tmp_path) as server, recording_upstream() as up:
+        leaf = server.ca.issue_cert("sns", key_type=trustme.KeyType.RSA)
+        server.pem = leaf.cert_chain_pems[0].bytes()
+        key_file = tmp_path / "signing.key"
+        key_file.write_bytes(leaf.private_key_pem.bytes())
+        unsigned = {
+            "Type": "Notification",
+            "MessageId": "da41e39f-ea4d-435a-b922-c6aae3915ebe",
+            "TopicArn": TOPIC,
+            "Subject": "test",
+            "Message": "test message",
+            "Timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        }
+        body_file = tmp_path / "body.json"
+        body_file.write_text(json.dumps(unsigned))
+        cfg = base_config([route("sns", upstream=up.url, verify=sns_verify(server))])
+        config_file = tmp_path / "gateway.yaml"
+        config_file.write_text(yaml.safe_dump(cfg))
+        async with running_gateway(cfg) as gw:
+            out_file = tmp_path / "signed.json"
+            code, out, err = await run(
+                sys.executable, "-m", "gateway", "sign", "--config", str(config_file), "--route", "sns",
+                "--body", str(body_file), "--private-key", str(key_file), "--cert-url", server.url(),
+                "--signed-body", str(out_file),
+            )  # fmt: skip
+            assert code == 0, err
+            assert f"the body in {out_file}" in err
+            header_file = tmp_path / "headers"
+            header_file.write_text(out)
+            assert await curl(gw.base + "/hook/sns", header_file, out_file) == 200
+            (got,) = up.received
+            assert got.body == out_file.read_bytes()
+            assert json.loads(got.body)["Message"] == "test message"
