@@ -6,7 +6,7 @@ certificate's address are all inside the body. The body is parsed only when it i
 (`_MAX_BODY`, SNS messages are at most 256 KiB), and nothing parsed is used before the
 signature verified, except to pick the topic (refused unless listed in `topic_arns`) and the
 certificate URL (fetched only from an allow-listed host, over https). See
-docs/decisions/0010-sns-certificate-fetch.md.
+docs/decisions/0007-sns-certificate-fetch.md.
 
 The fetch is asynchronous, so the verifier has a `prepare(req)` the signature check awaits
 before the synchronous `verify(req)`: it makes sure the certificate is in the bounded cache
