@@ -201,7 +201,7 @@ class CertCache:
     ttl: float
     size: int
     entries: OrderedDict[str, tuple[float, rsa.RSAPublicKey | None]] = field(default_factory=OrderedDict)
-    inflight: dict[str, asyncio.Task[rsa.RSAPublicKey | None]] = field(default_factory=dict)
+    inflight: dict[str, asyncio.Task[tuple[rsa.RSAPublicKey, float] | None]] = field(default_factory=dict)
 
     def peek(self, url: str) -> rsa.RSAPublicKey | None:
         entry = self.entries.get(url)
@@ -249,12 +249,17 @@ class SnsVerifier:
             task = asyncio.create_task(self._fetch(url, req.now))
             self.cache.inflight[url] = task
             task.add_done_callback(lambda _t: self.cache.inflight.pop(url, None))
-        key = await asyncio.shield(task)
-        ttl = self.opts.cert_cache_ttl if key is not None else min(_NEGATIVE_TTL, self.opts.cert_cache_ttl)
-        if not self.cache.fresh(url, req.now):
-            self.cache.put(url, key, req.now + ttl)
+        fetched = await asyncio.shield(task)
+        if self.cache.fresh(url, req.now):
+            return  # another request waiting on the same fetch stored it
+        if fetched is None:
+            self.cache.put(url, None, req.now + min(_NEGATIVE_TTL, self.opts.cert_cache_ttl))
+        else:
+            # Kept no longer than the certificate itself is valid.
+            self.cache.put(url, fetched[0], min(req.now + self.opts.cert_cache_ttl, fetched[1]))
 
-    async def _fetch(self, url: str, now: float) -> rsa.RSAPublicKey | None:
+    async def _fetch(self, url: str, now: float) -> tuple[rsa.RSAPublicKey, float] | None:
+        """The certificate's key and when it stops being valid, or None (logged why)."""
         try:
             pem = await fetch_bounded(url, self.ssl_context(), self.opts.fetch_timeout, _MAX_CERT)
             certs = x509.load_pem_x509_certificates(pem)
@@ -265,7 +270,7 @@ class SnsVerifier:
         if not isinstance(key, rsa.RSAPublicKey) or not chains_to(certs, self.opts.roots, now):
             log_.warning("sns: the signing certificate at %s is expired, not RSA or untrusted", url)
             return None
-        return key
+        return key, certs[0].not_valid_after_utc.timestamp()
 
     def verify(self, req: Signed) -> SigResult:
         msg = parse_message(req.body)
