@@ -464,3 +464,49 @@ async def test_sign_command_with_a_key_and_the_cert_url_then_curl(tmp_path: Path
             (got,) = up.received
             assert got.body == out_file.read_bytes()
             assert json.loads(got.body)["Message"] == "test message"
+
+
+async def test_the_cache_is_bounded_by_entries(tmp_path: Path) -> None:
+    async with cert_server(tmp_path) as server, recording_upstream() as up:
+        key = signing_key(server.ca)
+        server.pem = key.pem
+        cfg = base_config([route("sns", upstream=up.url, verify=sns_verify(server, cert_cache_size=1))])
+        async with running_gateway(cfg) as gw:
+            a, b = (
+                server.url("/SimpleNotificationService-a.pem"),
+                server.url("/SimpleNotificationService-b.pem"),
+            )
+            for url in (a, a, b, a):
+                assert (await send(gw, message(key, url)))[0] == 200
+            # a fetched, kept; b fetched, a dropped (one entry); a fetched again.
+            assert [h for h in server.hits if h.endswith(".pem")] == [
+                CERT_PATH.replace("0123456789abcdef", x) for x in "aba"
+            ]
+
+
+async def test_at_most_eight_certificate_urls_fetched_at_once(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(trustme.CA().cert_pem.bytes())
+    v = verifier({"scheme": "sns", "topic_arns": [TOPIC], "ca_file": str(ca_file)}, {})
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def slow_fetch(url: str, now: float) -> None:
+        started.append(url)
+        await release.wait()
+        return None
+
+    v._fetch = slow_fetch  # type: ignore[attr-defined]
+    key = SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=2048), b"")
+    now = time.time()
+    reqs = []
+    for i in range(10):
+        msg = message(key, f"https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-{i}.pem")
+        reqs.append(signed(headers_of(msg), body_of(msg), now))
+    tasks = [asyncio.create_task(v.prepare(r)) for r in reqs]  # type: ignore[attr-defined]
+    for _ in range(10):  # a few loop turns: each prepare starts its fetch task, which starts
+        await asyncio.sleep(0)
+    assert len(started) == 8
+    release.set()
+    await asyncio.gather(*tasks)
+    assert [v.verify(r).reason for r in reqs] == ["cert_unavailable"] * 10
