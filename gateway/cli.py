@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--timestamp", type=int, help="unix time for timestamped schemes (default: now)")
     sign.add_argument("--query", default="", help="query string the request will carry (twilio signs it)")
     sign.add_argument("--id", default="", help="message id for standard-webhooks (default: random)")
+    sign.add_argument(
+        "--private-key",
+        metavar="FILE",
+        help="signing key for discord, telnyx, sendgrid, sns and standard-webhooks v1a "
+        "(PEM, or the Ed25519 seed as hex, base64 or whsk_)",
+    )
+    sign.add_argument("--cert-url", default="", help="sns: the SigningCertURL to put in the message")
+    sign.add_argument("--signed-body", metavar="FILE", help="sns: where to write the signed message to send")
     doctor = sub.add_parser("doctor", help="check a public webhook URL the way Telegram will use it")
     doctor.add_argument("url", help="the webhook URL, e.g. https://bot.example.com/tg/my-bot/SEGMENT")
     doctor.add_argument("--ca", help="PEM file of trusted CAs to verify with (default: system store)")
@@ -202,7 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load(path)
         if config is None:
             return 1
-        return cmd_sign(config, args.route, args.body, args.content_type, args.timestamp, args.query, args.id)
+        return cmd_sign(
+            config,
+            args.route,
+            args.body,
+            args.content_type,
+            args.timestamp,
+            args.query,
+            args.id,
+            private_key=args.private_key,
+            cert_url=args.cert_url,
+            signed_body=args.signed_body,
+        )
     if args.command == "demo":
         from gateway.commands.demo import run_demo, serve_demo
 

@@ -129,7 +129,9 @@ def _verify(raw: Any, at: str, problems: Problems, environ: Mapping[str, str]) -
     r = Reader(raw, at, problems, (keys_of(VerifyConfig) - {"options"}) | set(scheme.option_keys), environ)
     on_missing = r.get("on_missing", choice("reject", "allow"), defaults_of(VerifyConfig)["on_missing"])
     secrets: list[Secret] = []
-    for i, ref in enumerate(_secret_refs(r, at)):
+    # Asymmetric schemes verify with public keys (their `public_keys:` option): no secret needed.
+    needs_secrets = getattr(scheme, "secrets_required", True)
+    for i, ref in enumerate(_secret_refs(r, at) if needs_secrets or r.has("secrets") else []):
         loc = f"{at}.secrets[{i}]"
         before = len(problems)
         value = resolve_secret(ref, loc, problems, environ)

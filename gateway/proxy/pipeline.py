@@ -214,7 +214,8 @@ class Pipeline:
         # 4. Signature, on the raw bytes.
         signed = Signed(request.headers, body, self.clock(), query)
         if route.signature is not None and not (decision.enforce and decision.reject):
-            failure, index = route.signature.run(signed)
+            check = route.signature
+            failure, index = await check.run_prepared(signed) if check.prepare else check.run(signed)
             decision.add(failure)
             if index is not None:
                 decision.secret_index = index
@@ -229,7 +230,7 @@ class Pipeline:
         # request can neither be filtered by content nor mark an update as seen. A sender's
         # handshake is answered here, in either delivery mode: never spooled or forwarded.
         if route.challenge is not None and decision.verified:
-            answer = _answer_post(route, signed)
+            answer = await _answer_post(route, signed)
             if answer is not None:
                 return Verdict(Action.HANDSHAKE, decision, body, answer=answer)
         claim: Claim | None = None
@@ -317,9 +318,14 @@ def _answer_get(route: Route, raw_query: str) -> HandshakeAnswer:
         return HandshakeAnswer(400, reason="error")  # fail closed
 
 
-def _answer_post(route: Route, signed: Signed) -> HandshakeAnswer | None:
+async def _answer_post(route: Route, signed: Signed) -> HandshakeAnswer | None:
     assert route.challenge is not None
     try:
+        # A handshake the gateway completes with a request of its own (sns) answers async.
+        answer_async = getattr(route.challenge, "answer_async", None)
+        if answer_async is not None:
+            answer: HandshakeAnswer | None = await answer_async(signed)
+            return answer
         return route.challenge.answer(signed)
     except Exception:
         return HandshakeAnswer(400, reason="error")  # fail closed: never forwarded either

@@ -62,6 +62,8 @@ class ToSign:
     content_type: str = "application/json"
     query: str = ""  # the raw query string the request will carry
     message_id: str = ""  # the delivery id, for schemes that sign one (standard-webhooks)
+    private_key: bytes = b""  # the asymmetric schemes sign with it (PEM or the sender's own form)
+    cert_url: str = ""  # sns: the SigningCertURL to put in the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class Signature:
 
     headers: tuple[tuple[str, str], ...]
     query: str = ""
+    body: bytes | None = None  # a scheme that signs fields inside the body (sns) sends this body
 
 
 class Scheme(Protocol):

@@ -7,6 +7,7 @@ exactly what the route verifies.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import shutil
@@ -275,3 +276,53 @@ async def test_sign_msgraph_checks_the_body_carries_the_client_state(tmp_path: P
             assert (code, out) == (1, "")
             assert "every item of the body needs the route's first clientState" in err
             assert "graph-client-state" not in err
+
+
+def _keypair(scheme: str) -> tuple[bytes, str]:
+    """(the private key file's content, the public key as the route holds it) in each provider's form."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    pkcs8 = (ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    if scheme == "sendgrid":
+        ek = ec.generate_private_key(ec.SECP256R1())
+        spki = ek.public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
+        return ek.private_bytes(*pkcs8), base64.b64encode(spki).decode()
+    key = ed25519.Ed25519PrivateKey.generate()
+    seed = key.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
+    raw = key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+    if scheme == "discord":
+        return seed.hex().encode(), raw.hex()
+    if scheme == "telnyx":
+        return key.private_bytes(*pkcs8), base64.b64encode(raw).decode()
+    return b"whsk_" + base64.b64encode(seed), "whpk_" + base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize("scheme", ["discord", "telnyx", "sendgrid", "standard-webhooks"])
+async def test_sign_with_a_private_key_then_curl_gets_200(tmp_path: Path, scheme: str) -> None:
+    private, public = _keypair(scheme)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(private)
+    body_file = tmp_path / "body"
+    body_file.write_bytes(BODY)
+    verify = {"scheme": scheme, "public_keys": [public]}
+    async with recording_upstream() as up:
+        cfg = base_config([route("bot", upstream=up.url, verify=verify)])
+        config_file = tmp_path / "gateway.yaml"
+        config_file.write_text(yaml.safe_dump(cfg))
+        argv = [sys.executable, "-m", "gateway", "sign", "--config", str(config_file), "--route", "bot"]
+        code, out, err = await run(*argv, "--body", str(body_file), env=ENV)
+        assert code == 1 and "--private-key" in err  # nothing to sign with
+        async with running_gateway(cfg, ENV) as gw:
+            code, out, err = await run(
+                *argv, "--body", str(body_file), "--private-key", str(key_file), env=ENV
+            )
+            assert code == 0, err
+            header_file = tmp_path / "headers"
+            header_file.write_text(out)
+            assert await send(gw.base + "/hook/bot", header_file, body_file) == 200
+            (got,) = up.received
+            assert got.body == BODY and got.header("X-Webhook-Verdict") == "pass"
+            body_file.write_bytes(BODY[:-2] + bytes([BODY[-2] ^ 1]) + BODY[-1:])
+            assert await send(gw.base + "/hook/bot", header_file, body_file) == 401
+            assert str(private) not in err + out

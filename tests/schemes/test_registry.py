@@ -33,6 +33,10 @@ def test_every_scheme_is_registered_under_its_name() -> None:
             "teams",
             "worldline",
             "msgraph",
+            "discord",
+            "telnyx",
+            "sendgrid",
+            "sns",
         ]
     )
     for name, scheme in SCHEMES.items():
@@ -53,6 +57,10 @@ def test_every_scheme_is_registered_under_its_name() -> None:
         ("gitlab", "Idempotency-Key"),
         ("twilio", "I-Twilio-Idempotency-Token"),
         ("msgraph", None),  # subscriptionId + resource in the body
+        ("discord", None),  # the interaction id is in the body
+        ("telnyx", None),
+        ("sendgrid", None),  # sg_event_id per event, in the body
+        ("sns", "x-amz-sns-message-id"),  # checked against the signed MessageId
     ],
 )
 def test_replay_key_suggestions(scheme: str, header: str | None) -> None:
