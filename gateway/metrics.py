@@ -108,6 +108,11 @@ class Metrics:
         self.config_reloads = Counter(
             "webhook_gateway_config_reloads", "Config reloads by result.", ["result"], registry=r
         )
+        self.config_reload_waits = Counter(
+            "webhook_gateway_config_reload_settle_waits",
+            "A signal-triggered reload found the file still changing and waited another settle interval.",
+            registry=r,
+        )
         self.last_reload_success = Gauge(
             "webhook_gateway_config_last_reload_success_timestamp_seconds",
             "Unix time of the last config load that succeeded.",

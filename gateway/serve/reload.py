@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ log = logging.getLogger("webhook_gateway.reload")
 RESTART_ONLY = ("listen", "admin_listen", "workers", "tls", "store", "spool_path")
 POLL_INTERVAL = 0.5
 SETTLE = 0.15
+# A signal-triggered reload waits at most this many settle intervals for the file to stop
+# changing; a file still changing after that is left to the watcher (it applies it once settled).
+SIGNAL_SETTLE_TRIES = 40
 
 
 @dataclass(frozen=True)
@@ -65,18 +69,20 @@ class Reloader:
         self.overrides = overrides or Overrides()
         self._state = file_state(path)
         self._digest = _digest(path)
-        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._signalled: asyncio.Task[bool] | None = None
 
-    def reload(self, force: bool = False) -> bool:
-        """Read, validate and apply the file. Returns True when a new snapshot is serving.
+    def reload(self, force: bool = False, data: bytes | None = None) -> bool:
+        """Read, validate and apply the file (or `data`, already read from it). Returns True
+        when a new snapshot is serving.
 
         Unchanged content does nothing unless `force` (SIGHUP: secret files may have changed).
         """
-        try:
-            data = cfg.read_bytes(self.path)
-        except cfg.ConfigError as exc:
-            return self._failed(exc.problems)
+        if data is None:
+            try:
+                data = cfg.read_bytes(self.path)
+            except cfg.ConfigError as exc:
+                return self._failed(exc.problems)
         digest = hashlib.sha256(data).hexdigest()
         if digest == self._digest and not force:
             return False
@@ -121,6 +127,40 @@ class Reloader:
             log.error("config reload refused", extra={"path": self.path, "problem": problem})
         return False
 
+    def signal(self) -> None:
+        """SIGHUP: reload once the file has settled. A signal while one is already waiting adds
+        nothing: that one reads the file after settling, i.e. after this signal."""
+        if self._signalled is not None and not self._signalled.done():
+            return
+        self._signalled = asyncio.get_running_loop().create_task(self.reload_settled())
+
+    async def reload_settled(self, tries: int = SIGNAL_SETTLE_TRIES) -> bool:
+        """Like the watcher, never build from a file caught mid-write: wait until its mtime is
+        at least a settle interval old, then read it twice a settle interval apart; build only
+        when both reads agree (bytes and stat), else start over."""
+        for _ in range(tries):
+            before = file_state(self.path)
+            if before is None:
+                await asyncio.sleep(SETTLE)  # mid-swap: look again
+                continue
+            age = time.time() - before.mtime_ns / 1e9
+            if age < SETTLE:
+                self.metrics.config_reload_waits.inc()
+                await asyncio.sleep(SETTLE - age)
+                continue
+            first = _read(self.path)
+            await asyncio.sleep(SETTLE)
+            second = _read(self.path)
+            if first is not None and first == second and file_state(self.path) == before:
+                self._state = before
+                return self.reload(force=True, data=second)
+            self.metrics.config_reload_waits.inc()
+        log.warning(
+            "config reload deferred: the file kept changing; the watcher applies it once it settles",
+            extra={"path": self.path},
+        )
+        return False
+
     async def poll_once(self) -> bool:
         state = file_state(self.path)
         if state == self._state:
@@ -148,17 +188,25 @@ class Reloader:
         self._task = asyncio.get_running_loop().create_task(self.watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._task, self._signalled):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
 
 
 def _digest(path: str) -> str | None:
     try:
         return hashlib.sha256(cfg.read_bytes(path)).hexdigest()
+    except cfg.ConfigError:
+        return None
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        return cfg.read_bytes(path)
     except cfg.ConfigError:
         return None
 

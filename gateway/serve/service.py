@@ -227,7 +227,7 @@ async def run(
     if path is not None:
         reloader = Reloader(path, service.holder, service.metrics, overrides=over)
         reloader.start()
-        loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload(force=True))
+        loop.add_signal_handler(signal.SIGHUP, reloader.signal)
     settle_garbage_collector()
     await service.stopping.wait()
     # Not ready at once (the load balancer stops sending), then drain.

@@ -345,3 +345,64 @@ async def test_sighup_rereads_secret_files_and_stamps_the_reload(tmp_path: Path)
         finally:
             assert await gw.stop() == 0
         assert "new-secret" not in gw.stderr and "old-secret" not in gw.stderr
+
+
+async def test_sighup_never_loads_a_file_caught_mid_write(tmp_path: Path) -> None:
+    """SIGHUP lands between the truncation of the file and the write of its last line (the one
+    that turns replay protection on): the half-written version, valid on its own, must never
+    serve, so a duplicate sent all along is forwarded once, and only one reload happens."""
+    async with recording_upstream() as up:
+        port, admin = free_port(), free_port()
+        full = (
+            f"listen: 127.0.0.1:{port}\n"
+            f"admin_listen: 127.0.0.1:{admin}\n"
+            "mode: enforce\n"
+            "routes:\n"
+            "  - name: bot\n"
+            "    path: /hook/bot\n"
+            f"    upstream: {up.url}\n"
+            "    verify: {scheme: telegram, secrets: ['env:TG_SECRET']}\n"
+            "    replay: {key: update_id}\n"
+        )
+        head = full[: full.rindex("    replay:")]
+        conf = tmp_path / "g.yaml"
+        conf.write_text(full)
+        gw = GatewayProcess(conf)
+        await gw.start(port, admin)
+        stop = asyncio.Event()
+        statuses: list[int] = []
+
+        async def duplicates() -> None:
+            async with aiohttp.ClientSession() as s:
+                while not stop.is_set():
+                    body = b'{"update_id":7}'
+                    async with s.post(gw.base + "/hook/bot", data=body, headers={TG: TG_SECRET}) as r:
+                        await r.read()
+                        statuses.append(r.status)
+                    await asyncio.sleep(0.005)
+
+        try:
+            before = await gw.metric("webhook_gateway_config_reloads_total", result="success")
+            sender = asyncio.create_task(duplicates())
+            assert gw.proc is not None
+            for _ in range(3):
+                with open(conf, "w") as f:
+                    f.write(head)  # truncated and half rewritten ...
+                    f.flush()
+                    gw.proc.send_signal(signal.SIGHUP)
+                    await asyncio.sleep(0.08)  # ... the signal is handled while the writer works
+                    f.write(full[len(head) :])
+                await asyncio.sleep(1.5)  # settle + watcher poll
+            stop.set()
+            await sender
+            after = await gw.metric("webhook_gateway_config_reloads_total", result="success")
+            waits = await gw.metric("webhook_gateway_config_reload_settle_waits_total")
+        finally:
+            assert await gw.stop() == 0
+        forwarded = [r for r in up.received if json.loads(r.body)["update_id"] == 7]
+        assert len(forwarded) == 1
+        assert len(statuses) > 50 and set(statuses) == {200}
+        # One reload per signal, each of the whole file; none of the truncated one.
+        assert after - before == 3
+        assert waits >= 3
+        assert "config reload refused" not in gw.stderr
