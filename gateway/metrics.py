@@ -313,6 +313,12 @@ class SpoolMetrics:
             ["route", "result"],
             registry=r,
         )
+        self.probe_recoveries = Counter(
+            "webhook_gateway_spool_probe_recoveries",
+            "The upstream accepted connections again after refusing them: the route's backoff was cut.",
+            ["route"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "webhook_gateway_dead_letters", "Updates moved to the dead-letter table.", ["route"], registry=r
         )

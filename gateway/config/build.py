@@ -31,7 +31,7 @@ from gateway.config.model import (
     VerifyConfig,
 )
 from gateway.config.redis import TOPOLOGY_KEYS, parse_topology
-from gateway.config.values import PRESETS, parse_listen, parse_network, parse_upstream
+from gateway.config.values import PRESETS, parse_listen, parse_network, parse_order_by, parse_upstream
 from gateway.reader import (
     ConfigError,
     Problems,
@@ -247,6 +247,9 @@ def _route(
     concurrency = r.get("spool_concurrency", int_range(1, 64), d["spool_concurrency"])
     if r.has("spool_concurrency") and delivery != "spool":
         problems.add(r.loc("spool_concurrency"), "applies only to a route with delivery: spool")
+    order_by = r.get("spool_order_by", parse_order_by, d["spool_order_by"])
+    if r.has("spool_order_by") and delivery != "spool":
+        problems.add(r.loc("spool_order_by"), "applies only to a route with delivery: spool")
     rate_limit = (
         _rate_limit(r.raw["rate_limit"], r.loc("rate_limit"), problems) if r.has("rate_limit") else None
     )
@@ -267,6 +270,7 @@ def _route(
         enforce_percent=percent,
         delivery=delivery,
         spool_concurrency=concurrency,
+        spool_order_by=order_by,
         rate_limit=rate_limit,
         replay=replay,
         accept=accept,

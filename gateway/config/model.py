@@ -110,7 +110,8 @@ class RouteConfig:
     allow_sources: tuple[Network, ...] | None  # None = any source
     enforce_percent: int = 100
     delivery: str = "passthrough"  # passthrough | spool
-    spool_concurrency: int = 1  # deliveries in flight at once for this route (spool only)
+    spool_concurrency: int = 8  # ordering keys in flight at once for this route (spool only)
+    spool_order_by: str = "auto"  # auto | route | chat | field:a.b (gateway/spool/order.py)
     rate_limit: RateLimitConfig | None = None
     replay: ReplayConfig | None = None
     accept: AcceptConfig | None = None

@@ -60,3 +60,18 @@ def load_presets() -> dict[str, tuple[Network, ...]]:
 
 
 PRESETS = load_presets()
+
+
+ORDER_BY_HELP = "auto, route, chat or field:NAME[.NAME...] (a JSON field of the body)"
+
+
+def parse_order_by(value: Any) -> str:
+    """The `spool_order_by` route key: auto (chat for Telegram, else route), route, chat, or
+    field:a.b.c."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected one of: {ORDER_BY_HELP}")
+    if value in ("auto", "route", "chat"):
+        return value
+    if value.startswith("field:") and all(part for part in value[6:].split(".")):
+        return value
+    raise ValueError(f"{value!r} is not one of: {ORDER_BY_HELP}")

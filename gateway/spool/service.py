@@ -21,6 +21,7 @@ from gateway.config import SpoolConfig
 from gateway.metrics import Metrics
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.snapshot import Route, SnapshotHolder
+from gateway.spool.order import order_key
 from gateway.spool.store import SpoolError, Store
 from gateway.spool.worker import RouteWorker
 
@@ -158,12 +159,13 @@ class Spool:
         mark = (key or dedup_key(body)) if s.dedup else None
         digest = hashlib.sha256(body).hexdigest()
         args = (route.name, mark, query, list(headers), body, digest, self.clock())
+        ordering = order_key(route.config, body)
         try:
             # SQLite gives up waiting for the lock after lock_timeout (busy_timeout): nothing is
             # stored, 503. This outer deadline (queue + lock + fsync) catches a stuck disk; the
             # write may still land after its 503, and then the sender's retry finds the mark.
             async with asyncio.timeout(s.lock_timeout + WRITE_DEADLINE_MARGIN):
-                row_id = await self.db("accept", *args, s.dedup_window, s.max_items, s.max_bytes)
+                row_id = await self.db("accept", *args, s.dedup_window, s.max_items, s.max_bytes, ordering)
         except TimeoutError:
             raise SpoolError("timeout", "spool write did not finish in time") from None
         if row_id is None:

@@ -9,6 +9,8 @@ Tables:
 - `pending`: updates acknowledged to the sender and not yet delivered, in arrival order (`id`).
 - `dead`: updates given up on (the upstream refused them, or they grew too old). They keep
   their `id`, so `retry` puts one back in its original place in the queue.
+- Every row carries its `order_key` (see `gateway/spool/order.py`): rows of one key are
+  delivered in `id` order, different keys concurrently.
 - `marks`: (route, key) -> expiry, written in the same transaction as the `pending` row, so a
   sender's retry of an acknowledged update is recognised as a duplicate, even after a crash.
 """
@@ -22,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS pending (
     size INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    order_key TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS pending_by_route ON pending (route, id);
 CREATE TABLE IF NOT EXISTS dead (
@@ -49,7 +52,8 @@ CREATE TABLE IF NOT EXISTS dead (
     size INTEGER NOT NULL,
     attempts INTEGER NOT NULL,
     died REAL NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    order_key TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS dead_by_route ON dead (route, id);
 CREATE TABLE IF NOT EXISTS marks (
@@ -153,6 +157,9 @@ def connect(path: str, busy_timeout: float, create: bool = True) -> sqlite3.Conn
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is not None and int(version[0]) == 1:
+            _migrate_v1(conn)
+            version = (str(SCHEMA_VERSION),)
         if version is None or int(version[0]) != SCHEMA_VERSION:
             raise SpoolError("error", f"{path}: unknown spool schema version {version}")
     except sqlite3.Error as exc:
@@ -162,6 +169,23 @@ def connect(path: str, busy_timeout: float, create: bool = True) -> sqlite3.Conn
         conn.close()
         raise
     return conn
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """v1 -> v2, in place and in one transaction: rows stored before ordering keys existed get
+    the route's key (''), i.e. they stay one queue in arrival order, as v1 delivered them."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in ("pending", "dead"):
+            columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if "order_key" not in columns:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN order_key TEXT NOT NULL DEFAULT ''")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class Store:
@@ -201,6 +225,7 @@ class Store:
         mark_ttl: float,
         max_items: int,
         max_bytes: int,
+        order_key: str = "",
     ) -> int | None:
         """Store one update; return its id, or None when `key` marks it as a duplicate.
 
@@ -221,9 +246,9 @@ class Store:
                 if self.bytes + size > max_bytes:
                     raise SpoolFull(f"spool holds {self.bytes} bytes (max_bytes {max_bytes})")
                 cur = self.conn.execute(
-                    "INSERT INTO pending (route, received, query, headers, body, sha256, size, next_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (route, now, query, header_text, body, sha256, size, now),
+                    "INSERT INTO pending (route, received, query, headers, body, sha256, size, next_at,"
+                    " order_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (route, now, query, header_text, body, sha256, size, now, order_key),
                 )
                 if key is not None:
                     self.conn.execute(
@@ -249,13 +274,44 @@ class Store:
         )
         return [_pending_row(r) for r in cur]
 
+    def head_keys(self, route: str, limit: int) -> list[tuple[int, str, float]]:
+        """(id, order_key, next_at) of the oldest pending rows: cheap (no body, no headers),
+        read at every scheduling pass."""
+        return self.conn.execute(
+            "SELECT id, order_key, next_at FROM pending WHERE route = ? ORDER BY id LIMIT ?",
+            (route, limit),
+        ).fetchall()
+
+    def pending_rows(self, ids: list[int]) -> list[Row]:
+        if not ids:
+            return []
+        cur = self.conn.execute(
+            "SELECT id, route, received, query, headers, body, sha256, size, attempts, next_at,"
+            " last_error FROM pending WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps(ids),),
+        )
+        return [_pending_row(r) for r in cur]
+
     def delivered(self, row_id: int) -> None:
+        self.delivered_many([row_id])
+
+    def delivered_many(self, ids: list[int]) -> None:
+        """Forget delivered rows, many in one transaction (one fsync for the batch)."""
+        gone: list[tuple[int]] = []
         with self._tx():
-            cur = self.conn.execute("DELETE FROM pending WHERE id = ? RETURNING size", (row_id,))
-            gone = cur.fetchall()
+            for row_id in ids:
+                cur = self.conn.execute("DELETE FROM pending WHERE id = ? RETURNING size", (row_id,))
+                gone += cur.fetchall()
         for (size,) in gone:
             self.items -= 1
             self.bytes -= size
+
+    def due_now(self, route: str, now: float) -> int:
+        """Cut the backoff of a route's rows: all due now (the upstream is reachable again)."""
+        with self._tx():
+            return self.conn.execute(
+                "UPDATE pending SET next_at = ?1 WHERE route = ?2 AND next_at > ?1", (now, route)
+            ).rowcount
 
     def failed(self, row_id: int, next_at: float, error: str) -> None:
         with self._tx():
@@ -269,8 +325,8 @@ class Store:
         with self._tx():
             cur = self.conn.execute(
                 "INSERT INTO dead (id, route, received, query, headers, body, sha256, size, attempts,"
-                " died, reason) SELECT id, route, received, query, headers, body, sha256, size,"
-                " attempts + 1, ?, ? FROM pending WHERE id = ?",
+                " died, reason, order_key) SELECT id, route, received, query, headers, body, sha256,"
+                " size, attempts + 1, ?, ?, order_key FROM pending WHERE id = ?",
                 (now, reason, row_id),
             )
             moved = cur.rowcount > 0
@@ -356,8 +412,8 @@ class Store:
         with self._tx():
             revived = self.conn.execute(
                 "INSERT INTO pending (id, route, received, query, headers, body, sha256, size, attempts,"
-                " next_at, last_error) SELECT id, route, received, query, headers, body, sha256, size,"
-                " 0, ?1, 'retried: ' || reason FROM dead"
+                " next_at, last_error, order_key) SELECT id, route, received, query, headers, body,"
+                " sha256, size, 0, ?1, 'retried: ' || reason, order_key FROM dead"
                 " WHERE (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR route = ?3)",
                 (now, row_id, route),
             ).rowcount

@@ -1,8 +1,16 @@
-"""One delivery worker per route: oldest first, retries with backoff, dead letters.
+"""One delivery worker per route: oldest first per ordering key, retries with backoff, dead
+letters.
 
-The worker looks its route up by name in the current snapshot at every attempt, so a reload
-that changes the upstream (or the concurrency) applies to the next attempt; a route removed by
-a reload has no worker, and its rows stay pending (the supervisor warns).
+Rows carry an ordering key (`gateway/spool/order.py`). Up to `spool_concurrency` keys are in
+flight at once; within a key, a row goes out only after the one before it was delivered (or
+dead-lettered), so a key whose head is backing off holds back only that key. The worker looks
+its route up by name in the current snapshot at every pass, so a reload that changes the
+upstream (or the concurrency) applies to the next attempt; a route removed by a reload has no
+worker, and its rows stay pending (the supervisor warns).
+
+Deliveries are recorded in batches: a delivered row is skipped at once and its DELETE joins
+the next transaction (one fsync for many rows). A crash before that commit delivers those rows
+again, which the contract allows (byte-identical duplicates).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from multidict import CIMultiDict
 
 from gateway.proxy.forward import UpstreamError
+from gateway.spool.probe import PROBE_EVERY, reachable
 from gateway.spool.store import Row, SpoolError
 
 if TYPE_CHECKING:
@@ -28,6 +37,13 @@ IDLE_POLL = 1.0  # an idle worker looks again this often (the CLI's `retry` need
 RETRY_AFTER_CAP = 3600.0  # an upstream's Retry-After is honoured up to this many seconds
 # The sender's request was fine: these ask for a later retry, like any 5xx or network error.
 RETRYABLE_4XX = frozenset({408, 429})
+# Failures that mean "nothing listens there" (the bot is down or restarting): the probe watches
+# for its return. A timeout or a 5xx is a bot that is up but unwell: plain backoff.
+UNREACHABLE = frozenset({"refused", "reset", "closed"})
+# Rows looked at per scheduling pass, per unit of concurrency: keys beyond this window of the
+# oldest rows wait their turn (the window moves as rows are delivered).
+WINDOW_PER_SLOT = 16
+MIN_WINDOW = 64
 
 
 def backoff(attempts: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -61,11 +77,18 @@ class RouteWorker:
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
-        # Delivered, but the DELETE failed (disk full, lock): skipped until the delete lands, so
-        # one such row is not redelivered in a loop while later rows wait. After a crash these
-        # are delivered again, which the contract allows (byte-identical duplicates).
+        # Delivered, DELETE not committed yet (batched, or it failed: disk full, lock). Skipped
+        # by the scheduler until the delete lands, so none is redelivered in a loop.
         self.unrecorded: set[int] = set()
         self._record_again_at = 0.0
+        self.inflight: dict[str, asyncio.Task[None]] = {}  # order key -> its delivery
+        self._inflight_ids: set[int] = set()
+        # Probe state: `down` after a connection-level failure; a success counts only after a
+        # probe saw the upstream refuse (so a bot that accepts connections and then fails is
+        # never retried at probe speed).
+        self.down = False
+        self._probe_saw_down = False
+        self._next_probe = 0.0
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run(), name=f"spool:{self.name}")
@@ -74,8 +97,8 @@ class RouteWorker:
         self.wakeup.set()
 
     async def stop(self, grace: float) -> None:
-        """Let the attempt in flight finish (up to `grace`), then cancel it: the row is still
-        pending and is delivered again later, byte-identical."""
+        """Let the attempts in flight finish (up to `grace`), then cancel them: those rows are
+        still pending and are delivered again later, byte-identical."""
         self.stopping = True
         self.wakeup.set()
         if self.task is None:
@@ -84,16 +107,19 @@ class RouteWorker:
             await asyncio.wait_for(asyncio.shield(self.task), grace)
         except TimeoutError:
             self.task.cancel()
+            for t in list(self.inflight.values()):
+                t.cancel()
             try:
                 await self.task
             except asyncio.CancelledError:
                 pass
+            await self._record()
         except asyncio.CancelledError:
             self.task.cancel()
             raise
 
     async def _sleep(self, seconds: float) -> None:
-        if seconds > 0 and not self.stopping:
+        if seconds > 0 and not self.wakeup.is_set():
             try:
                 async with asyncio.timeout(seconds):
                     await self.wakeup.wait()
@@ -102,7 +128,7 @@ class RouteWorker:
         self.wakeup.clear()
 
     async def run(self) -> None:
-        while not self.stopping:
+        while not self.stopping or self.inflight:
             try:
                 await self.step()
             except asyncio.CancelledError:
@@ -111,36 +137,92 @@ class RouteWorker:
                 log.exception("spool worker failed", extra={"route": self.name})
                 self.spool.metrics.deliveries.labels(self.name, "error").inc()
                 await self._sleep(IDLE_POLL)
+        await self._record()
+
+    async def _record(self) -> None:
+        """Commit the DELETEs of delivered rows, all in one transaction."""
+        if not self.unrecorded or self.spool.clock() < self._record_again_at:
+            return
+        batch = sorted(self.unrecorded)
+        if await self._db("delivered_many", batch):
+            self.unrecorded.difference_update(batch)
+        else:
+            self._record_again_at = self.spool.clock() + IDLE_POLL
 
     async def step(self) -> None:
+        await self._record()
         route = self.spool.route(self.name)
-        if route is None:
+        if route is None or self.stopping:
             await self._sleep(IDLE_POLL)
             return
-        if self.unrecorded and self.spool.clock() >= self._record_again_at:
-            for row_id in sorted(self.unrecorded):
-                if not await self._db("delivered", row_id):
-                    self._record_again_at = self.spool.clock() + IDLE_POLL
-                    break
-                self.unrecorded.discard(row_id)
-        limit = route.config.spool_concurrency
-        rows = await self.spool.db("head", self.name, limit + len(self.unrecorded))
-        rows = [r for r in rows if r.id not in self.unrecorded][:limit]
-        if not rows:
-            await self._sleep(IDLE_POLL)
-            return
+        wait = IDLE_POLL * 5
         now = self.spool.clock()
-        # Only a due prefix goes out: with concurrency 1 the head holds back later rows while it
-        # waits for its retry, as Telegram does per chat.
-        due: list[Row] = []
-        for row in rows:
-            if row.next_at > now:
-                break
-            due.append(row)
-        if not due:
-            await self._sleep(min(rows[0].next_at - now, IDLE_POLL * 5))
+        if self.down:
+            if now >= self._next_probe:
+                self._next_probe = now + PROBE_EVERY
+                await self._probe(route.config.upstream)
+            if self.down:
+                wait = min(wait, max(0.0, self._next_probe - now))
+        limit = route.config.spool_concurrency
+        free = limit - len(self.inflight)
+        if free > 0:
+            window = max(MIN_WINDOW, WINDOW_PER_SLOT * limit)
+            head = await self.spool.db("head_keys", self.name, window + len(self.unrecorded))
+            if not head and not self.inflight and not self.unrecorded:
+                await self._sleep(IDLE_POLL)
+                return
+            now = self.spool.clock()
+            seen: set[str] = set()
+            chosen: list[tuple[int, str]] = []
+            for row_id, key, next_at in head:
+                if row_id in self.unrecorded:
+                    continue  # delivered: the next row of its key may go
+                if key in seen:
+                    continue  # not the oldest of its key
+                seen.add(key)
+                if key in self.inflight or row_id in self._inflight_ids:
+                    continue
+                if next_at > now:
+                    wait = min(wait, next_at - now)
+                    continue  # this key waits for its retry; other keys go on
+                chosen.append((row_id, key))
+                if len(chosen) >= free:
+                    break
+            if chosen:
+                rows = await self.spool.db("pending_rows", [i for i, _ in chosen])
+                keys = dict(chosen)
+                for row in rows:
+                    self._launch(keys[row.id], row)
+        if self.inflight or self.unrecorded:
+            # A finished delivery wakes us; a row due later or the probe bound the wait.
+            await self._sleep(wait if self.inflight or not self.unrecorded else 0.0)
+        else:
+            await self._sleep(wait)
+
+    def _launch(self, key: str, row: Row) -> None:
+        task = asyncio.get_running_loop().create_task(self.deliver(row))
+        self.inflight[key] = task
+        self._inflight_ids.add(row.id)
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self.inflight.get(key) is task:
+                del self.inflight[key]
+            self._inflight_ids.discard(row.id)
+            self.wakeup.set()
+
+        task.add_done_callback(done)
+
+    async def _probe(self, upstream: Any) -> None:
+        if not await reachable(upstream):
+            self._probe_saw_down = True
             return
-        await asyncio.gather(*(self.deliver(row) for row in due))
+        if not self._probe_saw_down:
+            return  # it never looked down to the probe: keep the normal backoff
+        self.down = False
+        self._probe_saw_down = False
+        self.spool.metrics.probe_recoveries.labels(self.name).inc()
+        if await self._db("due_now", self.name, self.spool.clock()):
+            log.info("upstream reachable again: spooled retries resume now", extra={"route": self.name})
 
     async def deliver(self, row: Row) -> None:
         route = self.spool.route(self.name)
@@ -160,12 +242,15 @@ class RouteWorker:
             wait = retry_after(answer.headers.get("Retry-After"), self.spool.clock())
         except UpstreamError as exc:
             error = "upstream timed out" if exc.timeout else f"upstream unreachable ({exc})"
+            if exc.reason in UNREACHABLE and not self.down:
+                self.down = True
+                self._probe_saw_down = False
+                self._next_probe = self.spool.clock() + PROBE_EVERY
         now = self.spool.clock()
         metrics = self.spool.metrics
         if status is not None and 200 <= status < 300:
-            if not await self._db("delivered", row.id):
-                self.unrecorded.add(row.id)
-                self._record_again_at = self.spool.clock() + IDLE_POLL
+            self.down = False
+            self.unrecorded.add(row.id)  # its DELETE joins the next batch
             metrics.deliveries.labels(self.name, "delivered").inc()
             return
         attempts = row.attempts + 1

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway import config as cfg
+from gateway.spool.order import order_key
 from gateway.spool.service import dedup_key
 from gateway.spool.worker import RETRY_AFTER_CAP, backoff, retry_after
 from tests.support.env import ENV
@@ -32,7 +33,8 @@ def test_defaults_passthrough_and_no_spool() -> None:
 
 def test_a_spool_route_uses_the_documented_defaults() -> None:
     c = cfg.build(conf({"delivery": "spool"}), environ=ENV)
-    assert c.spool_wanted and c.routes[0].spool_concurrency == 1
+    assert c.spool_wanted and c.routes[0].spool_concurrency == 8
+    assert c.routes[0].spool_order_by == "auto"
     s = c.spool_settings
     assert s == cfg.SpoolConfig()
     assert (s.path, s.max_items, s.max_bytes) == ("/var/lib/webhook-gateway/spool.db", 100_000, 256 << 20)
@@ -121,3 +123,35 @@ def test_retry_after(header: str | None, expected: float | None) -> None:
 def test_the_dedup_key_is_the_body_sha256() -> None:
     assert dedup_key(b"{}") == "body-sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
     assert dedup_key(b"{} ") != dedup_key(b"{}")
+
+
+@pytest.mark.parametrize(
+    ("order_by", "verify", "body", "expected"),
+    [
+        ("auto", True, b'{"update_id":1,"message":{"chat":{"id":-100}}}', "chat:-100"),
+        ("auto", True, b'{"update_id":1,"callback_query":{"message":{"chat":{"id":5}}}}', "chat:5"),
+        ("auto", True, b'{"update_id":1,"chat_join_request":{"chat":{"id":6}}}', "chat:6"),
+        ("auto", True, b'{"update_id":1,"inline_query":{"from":{"id":7}}}', ""),
+        ("auto", True, b"not json", ""),
+        ("auto", False, b'{"message":{"chat":{"id":5}}}', ""),
+        ("route", True, b'{"message":{"chat":{"id":5}}}', ""),
+        ("chat", False, b'{"edited_message":{"chat":{"id":8}}}', "chat:8"),
+        ("field:event.account", False, b'{"event":{"account":"a1"}}', "field:a1"),
+        ("field:event.account", False, b'{"event":{"account":{"x":1}}}', ""),
+    ],
+)
+def test_ordering_keys(order_by: str, verify: bool, body: bytes, expected: str) -> None:
+    extra: dict[str, Any] = {"delivery": "spool", "spool_order_by": order_by}
+    if verify:
+        extra["verify"] = {"scheme": "telegram", "secrets": ["env:TG_SECRET"]}
+    c = cfg.build(conf(extra), environ=ENV)
+    assert order_key(c.routes[0], body) == expected
+
+
+def test_order_by_problems() -> None:
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.build(conf({"delivery": "spool", "spool_order_by": "field:"}), environ=ENV)
+    assert "routes[0].spool_order_by" in str(e.value.problems)
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.build(conf({"spool_order_by": "chat"}), environ=ENV)
+    assert "applies only to a route with delivery: spool" in str(e.value.problems)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -190,22 +191,70 @@ class PeakUpstream(RecordingUpstream):
             self.inflight -= 1
 
 
-async def test_concurrency_above_one_delivers_in_parallel(tmp_path: Path) -> None:
+def chat_update(i: int, chat: int) -> bytes:
+    return b'{"update_id":%d,"message":{"chat":{"id":%d},"text":"%d"}}' % (i, chat, i)
+
+
+def chat_of(body: bytes) -> int:
+    return int(json.loads(body)["message"]["chat"]["id"])
+
+
+async def test_chats_are_delivered_concurrently_each_in_order(tmp_path: Path) -> None:
+    """A Telegram route keys by chat (auto): four chats go out at once to a slow upstream,
+    and each chat's updates arrive in the order they were acknowledged."""
     db = tmp_path / "spool.db"
     port = free_port()
-    conf = spool_config(db, f"http://127.0.0.1:{port}/webhook", spool_concurrency=4)
+    conf = spool_config(db, f"http://127.0.0.1:{port}/webhook", spool_concurrency=4, verify=tg_verify())
     async with running_gateway(conf) as gw:
-        for i in range(8):
-            assert (await post(gw.base + "/hook/bot", update(i)))[0] == 200
-        # The first four (one batch) failed at least once, so they are all due (backoff cap
-        # 200 ms) before the first delivery to this slow upstream returns: the next batch goes
-        # out in parallel.
-        await eventually(lambda: min(r[3] for r in rows(db)[:4]) >= 1, what="a batch tried once")
-        assert max(r[3] for r in rows(db)[4:]) == 0  # later rows wait behind the batch
-        async with upstream_on(port, factory=PeakUpstream, delay=0.3) as up:
+        sent = [chat_update(i, 100 + i % 4) for i in range(16)]
+        for body in sent:
+            assert (await post(gw.base + "/hook/bot", body, TG))[0] == 200
+        async with upstream_on(port, factory=PeakUpstream, delay=0.2) as up:
             await eventually(lambda: rows(db) == [], what="all delivered")
-        assert sorted(r.body for r in up.received) == sorted(update(i) for i in range(8))
-        assert isinstance(up, PeakUpstream) and up.peak >= 2
+    assert sorted(r.body for r in up.received) == sorted(sent)
+    for chat in range(100, 104):
+        got = [r.body for r in up.received if chat_of(r.body) == chat]
+        assert got == [b for b in sent if chat_of(b) == chat]
+    assert isinstance(up, PeakUpstream) and up.peak == 4
+
+
+class ChatRefusingUpstream(RecordingUpstream):
+    """Answers 503 to one chat's updates while `refuse` is set, 200 to every other."""
+
+    refuse: int | None = None
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        resp = await super().handle(request)
+        if self.refuse is not None and chat_of(self.received[-1].body) == self.refuse:
+            return web.Response(status=503)
+        return resp
+
+
+async def test_a_failing_head_holds_back_only_its_own_chat(tmp_path: Path) -> None:
+    db = tmp_path / "spool.db"
+    async with upstream_on(free_port(), factory=ChatRefusingUpstream) as up:
+        assert isinstance(up, ChatRefusingUpstream)
+        up.refuse = 1
+        conf = spool_config(db, up.url, spool_order_by="chat", spool_concurrency=2)
+        async with running_gateway(conf) as gw:
+            sent = [chat_update(i, 1 + i % 3) for i in range(12)]
+            for body in sent:
+                assert (await post(gw.base + "/hook/bot", body, TG))[0] == 200
+            delivered = lambda: [r.body for r in up.received if chat_of(r.body) != 1]  # noqa: E731
+            await eventually(lambda: len(delivered()) == 8, what="chats 2 and 3 delivered")
+            # Chat 1's head keeps failing: it is the only chat that was retried, and none of
+            # its later updates went out before it.
+            chat1 = [r.body for r in up.received if chat_of(r.body) == 1]
+            assert set(chat1) == {sent[0]} and len(chat1) >= 2
+            assert len(rows(db)) == 4
+            up.refuse = None
+            await eventually(lambda: rows(db) == [], what="chat 1 delivered after it heals")
+        firsts = [b for b in (r.body for r in up.received) if chat_of(b) == 1]
+        assert list(dict.fromkeys(firsts)) == [b for b in sent if chat_of(b) == 1]
+        for chat in (2, 3):
+            assert [r.body for r in up.received if chat_of(r.body) == chat] == [
+                b for b in sent if chat_of(b) == chat
+            ]
 
 
 async def test_reload_moves_the_upstream_and_a_removed_route_keeps_its_rows(
