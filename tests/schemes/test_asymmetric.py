@@ -23,8 +23,8 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 
 from gateway.schemes.base import ToSign
 from tests.support.inprocess import base_config, post, route, running_gateway
-from tests.support.upstream import recording_upstream
 from tests.support.schemes import config_problems, flip, sign, signed, verifier
+from tests.support.upstream import recording_upstream
 
 NOW = 1_700_000_000
 SEED = bytes(range(32))

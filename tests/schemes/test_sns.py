@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from gateway.schemes.base import ToSign
 from tests.support.inprocess import base_config, post, route, running_gateway
-from tests.support.upstream import recording_upstream
 from tests.support.schemes import config_problems, sign, signed, verifier
+from tests.support.upstream import recording_upstream
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:alerts"
 CERT_PATH = "/SimpleNotificationService-0123456789abcdef.pem"
