@@ -39,6 +39,7 @@ TELEGRAM_CHAT_PATHS: tuple[tuple[str, ...], ...] = (
     ("callback_query", "message", "chat", "id"),
 )
 
+
 def _dig(doc: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if not isinstance(doc, dict):

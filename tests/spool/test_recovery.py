@@ -12,11 +12,10 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.spool.store import SCHEMA_VERSION, Store
-from tests.support.upstream import RecordingUpstream
-from tests.support.process import free_port
 from tests.support.inprocess import post, running_gateway
+from tests.support.process import free_port
 from tests.support.spool import eventually, rows, spool_config
-from tests.support.upstream import upstream_on
+from tests.support.upstream import RecordingUpstream, upstream_on
 
 
 class StampingUpstream(RecordingUpstream):
