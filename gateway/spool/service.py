@@ -54,6 +54,11 @@ class Spool:
         self.metrics = metrics.spool
         self.clock = clock
         self.store: Store | None = None
+        # A second connection on a thread of its own for the workers' scheduling reads: under a
+        # flood of acknowledgements they would otherwise queue behind every accept's fsync, and
+        # delivery would starve (WAL lets this reader run beside the writer).
+        self.reader: Store | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
         self.workers: dict[str, RouteWorker] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -95,10 +100,19 @@ class Spool:
 
         return await self.call(run)
 
+    async def read(self, op: str, *args: Any) -> Any:
+        """Run the read-only `Store.<op>(*args)` on the reader's thread (the database thread
+        while there is no reader)."""
+        reader, executor = self.reader, self._read_executor
+        if reader is None or executor is None:
+            return await self.db(op, *args)
+        return await asyncio.get_running_loop().run_in_executor(executor, getattr(reader, op), *args)
+
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-db")
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-read")
         if self.holder.current.config.spool_wanted:
             await self._open()
             if self.store is not None:
@@ -122,6 +136,12 @@ class Spool:
                 await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._read_executor is not None:
+            reader, self.reader = self.reader, None
+            if reader is not None:
+                await asyncio.get_running_loop().run_in_executor(self._read_executor, reader.close)
+            self._read_executor.shutdown(wait=True)
+            self._read_executor = None
 
     async def _open(self) -> None:
         path = self.settings().path
@@ -135,6 +155,13 @@ class Spool:
             return
         self._open_error = None
         self.metrics.available.set(1)
+        if self._read_executor is not None:
+            try:
+                self.reader = await asyncio.get_running_loop().run_in_executor(
+                    self._read_executor, Store.open, path, self.settings().lock_timeout, False
+                )
+            except SpoolError as exc:  # the workers read through the writer instead
+                log.warning("spool reader not opened", extra={"error": str(exc)})
         log.info("spool open", extra={"path": path, "rows": self.store.items})
 
     # ------------------------------------------------------------ the write path

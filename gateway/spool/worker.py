@@ -179,7 +179,7 @@ class RouteWorker:
         free = limit - len(self.inflight)
         if free > 0:
             window = max(MIN_WINDOW, WINDOW_PER_SLOT * limit)
-            head = await self.spool.db("head_keys", self.name, window + len(self.unrecorded))
+            head = await self.spool.read("head_keys", self.name, window + len(self.unrecorded))
             if not head and not self.inflight and not self.unrecorded:
                 await self._sleep(IDLE_POLL)
                 return
@@ -201,7 +201,7 @@ class RouteWorker:
                 if len(chosen) >= free:
                     break
             if chosen:
-                rows = await self.spool.db("pending_rows", [i for i, _ in chosen])
+                rows = await self.spool.read("pending_rows", [i for i, _ in chosen])
                 keys = dict(chosen)
                 for row in rows:
                     self._launch(keys[row.id], row)
