@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives import serialization as ser
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import config as cfg
@@ -201,7 +203,39 @@ SAMPLE_OPTIONS: dict[str, list[dict[str, Any]]] = {
         },
     ],
 }
+
+
 # (right, wrong) secrets; the first pair a scheme accepts is used. The wrong one never signs.
+def _ed25519(seed: int) -> tuple[bytes, bytes, bytes]:
+    """(the 32-byte seed, its PKCS8 PEM, the raw public key) of a fixed Ed25519 key."""
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+    pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    raw = key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+    return bytes([seed]) * 32, pem, raw
+
+
+def _key_pair(scheme: str, seed: int) -> tuple[str, bytes]:
+    """(the public key as a route holds it, the private key as `sign --private-key` reads it)."""
+    if scheme == "sendgrid":
+        ek = ec.derive_private_key(seed * 7919, ec.SECP256R1())
+        pem = ek.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+        spki = ek.public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(spki).decode(), pem
+    raw_seed, pem, raw = _ed25519(seed)
+    if scheme == "discord":
+        return raw.hex(), raw_seed.hex().encode()
+    if scheme == "telnyx":
+        return base64.b64encode(raw).decode(), pem
+    return "whpk_" + base64.b64encode(raw).decode(), b"whsk_" + base64.b64encode(raw_seed)
+
+
+# Public-key schemes: the right and the wrong verifier hold different public keys, and the
+# signer holds the right private key. `standard-webhooks` is fuzzed both ways (v1 and v1a).
+KEY_SCHEMES = {"discord": [{}], "telnyx": [{}], "sendgrid": [{}], "standard-webhooks": [{}]}
+# No credential of its own to vary: SNS's certificate is fetched (asynchronously) by URL; with
+# none cached its synchronous verify must refuse everything, which is what the fuzzer checks.
+KEYLESS_OPTIONS = {"sns": {"topic_arns": ["arn:aws:sns:eu-west-1:123456789012:fuzz"]}}
+
 SECRET_PAIRS = [
     ("whsec_" + base64.b64encode(b"A" * 24).decode(), "whsec_" + base64.b64encode(b"B" * 24).decode()),
     ("fuzz-secret_A_0123456789", "fuzz-secret_B_0123456789"),
@@ -253,14 +287,18 @@ class SchemeTarget:
         return f"{self.scheme}{self.options or ''}"
 
 
-def _verify_config(scheme: str, options: dict[str, Any], secret: str) -> cfg.VerifyConfig:
+def _verify_config(
+    scheme: str, options: dict[str, Any], secret: str, credential: dict[str, Any] | None = None
+) -> cfg.VerifyConfig:
+    """The route's verify section: `credential` (public keys, or nothing) in place of secrets."""
+    given = {"secrets": ["env:FUZZ_SECRET"]} if credential is None else credential
     raw = {
         "routes": [
             {
                 "name": "fuzz",
                 "path": "/fuzz",
                 "upstream": "http://127.0.0.1:9/x",
-                "verify": {"scheme": scheme, "secrets": ["env:FUZZ_SECRET"], **options},
+                "verify": {"scheme": scheme, **given, **options},
             }
         ]
     }
@@ -285,9 +323,9 @@ def _builtin_signer(scheme: str, verify: cfg.VerifyConfig) -> SignFn | None:
     return None
 
 
-def _signer(scheme: str, verify: cfg.VerifyConfig) -> SignFn | None:
+def _signer(scheme: str, verify: cfg.VerifyConfig, private_key: bytes = b"") -> SignFn | None:
     """The scheme's own `sign` when it has one (the `webhook-gateway sign` protocol)."""
-    if scheme in BODY_CREDENTIAL:
+    if scheme in BODY_CREDENTIAL or scheme in KEYLESS_OPTIONS:
         return None  # no header can carry the credential: inputs are fuzzed unsigned
     own = getattr(SCHEMES[scheme], "sign", None)
     to_sign = getattr(scheme_base, "ToSign", None)
@@ -295,7 +333,8 @@ def _signer(scheme: str, verify: cfg.VerifyConfig) -> SignFn | None:
         return _builtin_signer(scheme, verify)
 
     def sign(body: bytes, now: float, query: str) -> tuple[list[tuple[str, str]], str]:
-        signature = own(verify, to_sign(body=body, now=int(now), query=query, message_id="msg_fuzz"))
+        req = to_sign(body=body, now=int(now), query=query, message_id="msg_fuzz", private_key=private_key)
+        signature = own(verify, req)
         return list(signature.headers), signature.query
 
     return sign
@@ -309,6 +348,16 @@ def build_targets() -> list[SchemeTarget]:
     """Every scheme in SCHEMES with each of its sample options; raises naming what is missing."""
     targets = []
     for name in sorted(SCHEMES):
+        if name in KEYLESS_OPTIONS:
+            verify = _verify_config(name, KEYLESS_OPTIONS[name], "", {})
+            targets.append(_target(name, {}, verify, verify))
+        for options in KEY_SCHEMES.get(name, []):
+            (right_public, private), (wrong_public, _) = _key_pair(name, 1), _key_pair(name, 2)
+            right = _verify_config(name, options, "", {"public_keys": [right_public]})
+            wrong = _verify_config(name, options, "", {"public_keys": [wrong_public]})
+            targets.append(_target(name, {"public_keys": "..."}, right, wrong, private))
+        if name in KEYLESS_OPTIONS or (name in KEY_SCHEMES and name != "standard-webhooks"):
+            continue
         for options in SAMPLE_OPTIONS.get(name, [{}]):
             problems: list[str] = []
             for right_secret, wrong_secret in SECRET_PAIRS:
@@ -325,31 +374,36 @@ def build_targets() -> list[SchemeTarget]:
                     f" pairs in fuzz/targets.py: {problems}. Add what it needs to SAMPLE_OPTIONS or"
                     " SECRET_PAIRS."
                 )
-            sign = _signer(name, right)
-            names = list(HEADER_NAMES)
-            signs_body = False
-            if sign is not None:
-                hs, query = sign(b'{"probe":1}', NOW, "a=1")
-                names += [k for k, _ in hs]
-                scheme = SCHEMES[name]
-                verifier = scheme.build(right)
-                assert verifier.verify(signed(hs, b'{"probe":1}', NOW, query)).ok, (
-                    f"{name}: sign/verify disagree"
-                )
-                signs_body = not verifier.verify(signed(hs, b'{"probe":2}', NOW, query)).ok
-            names += [v for v in options.values() if isinstance(v, str) and v[:2].lower() == "x-"]
-            targets.append(
-                SchemeTarget(
-                    scheme=name,
-                    options=options,
-                    right=SCHEMES[name].build(right),
-                    wrong=SCHEMES[name].build(wrong),
-                    sign=sign,
-                    headers=sorted(set(names)),
-                    signs_body=signs_body,
-                )
-            )
+            targets.append(_target(name, options, right, wrong))
     return targets
+
+
+def _target(
+    name: str,
+    options: dict[str, Any],
+    right: cfg.VerifyConfig,
+    wrong: cfg.VerifyConfig,
+    private_key: bytes = b"",
+) -> SchemeTarget:
+    sign = _signer(name, right, private_key)
+    names = list(HEADER_NAMES)
+    signs_body = False
+    if sign is not None:
+        hs, query = sign(b'{"probe":1}', NOW, "a=1")
+        names += [k for k, _ in hs]
+        verifier = SCHEMES[name].build(right)
+        assert verifier.verify(signed(hs, b'{"probe":1}', NOW, query)).ok, f"{name}: sign/verify disagree"
+        signs_body = not verifier.verify(signed(hs, b'{"probe":2}', NOW, query)).ok
+    names += [v for v in options.values() if isinstance(v, str) and v[:2].lower() == "x-"]
+    return SchemeTarget(
+        scheme=name,
+        options=options,
+        right=SCHEMES[name].build(right),
+        wrong=SCHEMES[name].build(wrong),
+        sign=sign,
+        headers=sorted(set(names)),
+        signs_body=signs_body,
+    )
 
 
 TARGETS = build_targets()
