@@ -515,7 +515,7 @@ class Run:
         plan += [(0.55 * d, "bot_kill"), (0.55 * d + down, "bot_start")]
         if self.redis is not None:
             plan += [(0.35 * d, "redis_kill"), (0.35 * d + down, "redis_start")]
-        plan.append((0.75 * d, "gateway_kill"))
+        plan.append((0.78 * d, "gateway_kill"))
         return sorted(plan)
 
     async def faults(self, session: aiohttp.ClientSession) -> None:

@@ -26,6 +26,7 @@ def load_soak() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_soak", SOAK)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -81,7 +82,10 @@ def test_soak_loses_nothing_acknowledged_and_memory_stays_bounded(tmp_path: Path
         # SIGKILLed and restarted, reloads by rename and by SIGHUP.
         assert r["faults"]["bot_kill"] == 2, where
         assert r["faults"]["gateway_kill"] == 1, where
-        assert r["faults"]["flip"] >= 1 and r["faults"]["hup"] >= 2, where
+        assert r["faults"]["flip"] >= 1, where
+        # A SIGHUP due while a gateway restarts is skipped (before its handler, it would kill).
+        assert r["faults"]["hup"] >= 1, where
+        assert r["faults"]["hup"] + r["faults"].get("hup_skipped", 0) >= 2 * len(r["rss_mib"]), where
         assert sum(r["non_2xx"].values()) > 0, where
         for gw in r["rss_mib"]:
             assert gw["start"] > 0 and gw["end"] > 0, where
