@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import json
 import os
 import secrets
@@ -131,6 +132,16 @@ def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGKILL, wait: 
         proc.wait()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process, from /proc/PID/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -214,6 +225,7 @@ class Gateway:
     rss_start: float | None = None
     rss_end: float | None = None
     rss_peak: float = 0.0
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)
     starts: int = 0
 
     @property
@@ -254,6 +266,10 @@ class Gateway:
         value = rss_mib(self.proc.pid)
         if value is not None:
             self.rss_peak = max(self.rss_peak, value)
+        # The last reading per process: a SIGKILLed one keeps what it had used by then.
+        cpu = cpu_seconds(self.proc.pid)
+        if cpu is not None:
+            self.cpu_by_pid[self.proc.pid] = cpu
         return value
 
 
@@ -281,6 +297,8 @@ class Stats:
     acked_in_window: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     backlog: list[tuple[float, float]] = field(default_factory=list)
+    # (seconds since start, updates the bot had recorded so far), sampled with the backlog
+    delivered_series: list[tuple[float, int]] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -364,6 +382,10 @@ class Run:
         self.gateways: list[Gateway] = []
         self.t0 = 0.0
         self.stop_sampling = asyncio.Event()
+        self._bot_offset = 0
+        self._bot_count = 0
+        self.load_avg: list[float] = []
+        self.driver_cpu = 0.0
 
     def note(self, what: str) -> None:
         self.stats.events.append((round(time.monotonic() - self.t0, 2), what))
@@ -388,6 +410,8 @@ class Run:
             for gw in self.gateways:
                 gw.rss_start = gw.sample_rss()
             self.t0 = time.monotonic()
+            self.load_avg = [round(os.getloadavg()[0], 2)]
+            cpu0 = time.process_time()
             sampler = asyncio.create_task(self.sample(session))
             faults = asyncio.create_task(self.faults(session))
             await self.load()
@@ -405,8 +429,11 @@ class Run:
                 depth = await scrape_spool_depth(session, self.gateways[0])
                 if depth is not None:
                     self.stats.backlog.append((round(time.monotonic() - self.t0, 1), depth))
+                    self.stats.delivered_series.append((self.stats.backlog[-1][0], self.bot_lines()))
             for gw in self.gateways:
                 gw.rss_end = gw.sample_rss()
+            self.driver_cpu = time.process_time() - cpu0
+            self.load_avg.append(round(os.getloadavg()[0], 2))
         finally:
             for gw in self.gateways:
                 stop(gw.proc, signal.SIGTERM, wait=15)
@@ -572,6 +599,18 @@ class Run:
 
     # -- sampling and drain --
 
+    def bot_lines(self) -> int:
+        # Incremental: only the bytes appended since the last call are read.
+        try:
+            with open(self.bot.out, "rb") as f:
+                f.seek(self._bot_offset)
+                chunk = f.read()
+        except OSError:
+            return self._bot_count
+        self._bot_offset += len(chunk)
+        self._bot_count += chunk.count(b"\n")
+        return self._bot_count
+
     async def sample(self, session: aiohttp.ClientSession) -> None:
         while not self.stop_sampling.is_set():
             for gw in self.gateways:
@@ -580,6 +619,7 @@ class Run:
                 depth = await scrape_spool_depth(session, self.gateways[0])
                 if depth is not None:
                     self.stats.backlog.append((round(time.monotonic() - self.t0, 1), depth))
+                    self.stats.delivered_series.append((self.stats.backlog[-1][0], self.bot_lines()))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop_sampling.wait(), 1.0)
 
@@ -625,8 +665,12 @@ class Run:
                 }
                 for gw in self.gateways
             ],
+            "gateway_cpu_s": [round(sum(gw.cpu_by_pid.values()), 1) for gw in self.gateways],
+            "driver_cpu_s": round(self.driver_cpu, 1),
+            "load_avg_start_end": self.load_avg,
             "faults": dict(sorted(s.faults.items())),
             "backlog": s.backlog,
+            "delivered_series": s.delivered_series,
             "events": s.events,
         }
 
@@ -642,6 +686,20 @@ def backlog_line(samples: list[tuple[float, float]], points: int = 16) -> str:
     if picked[-1] != samples[-1]:
         picked.append(samples[-1])
     return " ".join(f"{t:g}s:{int(d)}" for t, d in picked)
+
+
+def rate_line(series: list[tuple[float, int]], points: int = 16) -> str:
+    """Deliveries per second between the same sample times as the backlog line."""
+    if len(series) < 2:
+        return "-"
+    step = max(1, len(series) // points)
+    picked = series[::step]
+    if picked[-1] != series[-1]:
+        picked.append(series[-1])
+    out = []
+    for (t0, n0), (t1, n1) in itertools.pairwise(picked):
+        out.append(f"{t1:g}s:{(n1 - n0) / (t1 - t0):.0f}" if t1 > t0 else f"{t1:g}s:-")
+    return " ".join(out)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -663,6 +721,8 @@ def table(results: list[dict[str, Any]]) -> str:
         ("non-2xx by status", non2xx),
         ("latency p50 / p99 ms", lambda r: f"{r['p50_ms']} / {r['p99_ms']}"),
         ("RSS MiB start->end", rss),
+        ("CPU s: gateways / driver", lambda r: f"{r['gateway_cpu_s']} / {r['driver_cpu_s']}"),
+        ("load average start, end", lambda r: ", ".join(map(str, r["load_avg_start_end"]))),
         ("faults", faults),
     ]
     out = []
@@ -673,6 +733,7 @@ def table(results: list[dict[str, Any]]) -> str:
             out.append(f"  {name:<30} {get(r)}")
         if r["setup"] == "c":
             out.append(f"  {'spool backlog over time':<30} {backlog_line(r['backlog'])}")
+            out.append(f"  {'bot deliveries/s over time':<30} {rate_line(r['delivered_series'])}")
         if r["lost"]:
             out.append(f"  LOST (first ids): {r['lost_ids']}")
     return "\n".join(out)
