@@ -196,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return cmd_check(cfg.default_path(args.config))
     if args.command in ("run", "worker"):
+        from gateway.serve.service import hold_sighup
+
+        hold_sighup()
         over = _overrides(args)
         if over is None:
             return 2

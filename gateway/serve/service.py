@@ -204,6 +204,27 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
+_early_hangups = 0
+
+
+def hold_sighup() -> None:
+    """SIGHUP's default action ends the process. From the moment `run` is asked for until the
+    reloader takes the signal over, a SIGHUP (a deploy tool's reload) is only remembered, and
+    the reloader applies it once it is up."""
+
+    def remember(signum: int, frame: object) -> None:
+        global _early_hangups
+        _early_hangups += 1
+
+    signal.signal(signal.SIGHUP, remember)
+
+
+def _take_early_hangups() -> int:
+    global _early_hangups
+    seen, _early_hangups = _early_hangups, 0
+    return seen
+
+
 async def run(
     config: Config,
     path: str | None = None,
@@ -228,6 +249,8 @@ async def run(
         reloader = Reloader(path, service.holder, service.metrics, overrides=over)
         reloader.start()
         loop.add_signal_handler(signal.SIGHUP, reloader.signal)
+        if _take_early_hangups():
+            reloader.signal()
     settle_garbage_collector()
     await service.stopping.wait()
     # Not ready at once (the load balancer stops sending), then drain.

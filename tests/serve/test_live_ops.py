@@ -406,3 +406,54 @@ async def test_sighup_never_loads_a_file_caught_mid_write(tmp_path: Path) -> Non
         assert after - before == 3
         assert waits >= 3
         assert "config reload refused" not in gw.stderr
+
+
+async def test_a_sighup_during_start_up_is_applied_not_fatal(tmp_path: Path) -> None:
+    """SIGHUP's default action ends a process. A deploy tool's SIGHUP that lands while the
+    gateway is still loading its config (held here on a secret file that is a FIFO) is
+    remembered and applied once the reloader is up; the gateway starts and serves."""
+    fifo = tmp_path / "tg-secret"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # a writer exists: the gateway's open() does not block
+    async with recording_upstream() as up:
+        port, admin = free_port(), free_port()
+        d = base_config([route(upstream=up.url, verify=tg_verify(f"file:{fifo}"))])
+        d.update(listen=f"127.0.0.1:{port}", admin_listen=f"127.0.0.1:{admin}")
+        write_config(tmp_path / "g.yaml", d)
+        gw = GatewayProcess(tmp_path / "g.yaml")
+        starting = asyncio.create_task(gw.start(port, admin))
+        try:
+            async with asyncio.timeout(30):  # until the gateway reads the secret (and waits)
+                while gw.proc is None or not _holds(gw.proc.pid, fifo):
+                    await asyncio.sleep(0.01)
+            gw.proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.2)
+            os.write(writer, b"start-secret\n")
+            later = tmp_path / "later"
+            later.write_text("start-secret\n")
+            os.replace(later, fifo)  # the reload the signal asked for reads a plain file
+        finally:
+            os.close(writer)  # end of file for the gateway's read
+        await starting
+        try:
+            async with asyncio.timeout(10):  # the remembered SIGHUP, applied once it is up
+                while await gw.metric("webhook_gateway_config_reloads_total", result="success") < 2:
+                    await asyncio.sleep(0.05)
+            assert (await post(gw.base + "/hook/bot", b"{}", {TG: "start-secret"}))[0] == 200
+        finally:
+            assert await gw.stop() == 0
+
+
+def _holds(pid: int, path: Path) -> bool:
+    """True when process `pid` has `path` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            continue
+    return False
