@@ -126,16 +126,16 @@ def wait_drained(admin: int, target: float, limit: float) -> tuple[float, float]
         time.sleep(0.05)
 
 
-def one(s: Stack, concurrency: int, duration: float, spy: bool) -> dict[str, float]:
+def one(s: Stack, n: int, concurrency: int, duration: float, spy: bool) -> dict[str, float]:
     port, admin, up = free_port(), free_port(), free_port()
-    spool = s.tmp / f"spool-{concurrency}.db"
-    conf = s.tmp / f"gateway-{concurrency}.yaml"
+    spool = s.tmp / f"spool-{n}.db"
+    conf = s.tmp / f"gateway-{n}.yaml"
     conf.write_text(gateway_conf(port, admin, up, spool, concurrency))
     env = {**os.environ, "BENCH_TG_SECRET": TG_SECRET, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "gateway", "run", "--config", str(conf)]
-    gw = s.start(f"gateway-{concurrency}", cmd, PROXY_CPU, env)
+    gw = s.start(f"gateway-{n}", cmd, PROXY_CPU, env)
     wait_ready(port, "/")
-    (s.tmp / f"upstream-{concurrency}.conf").write_text(upstream_conf(s.tmp, up))
+    (s.tmp / f"upstream-{n}.conf").write_text(upstream_conf(s.tmp, up))
 
     ack = wrk(port, duration, 1)
     # The gateway's count, not wrk's: wrk leaves out the answers still in flight when it stops.
@@ -144,7 +144,7 @@ def one(s: Stack, concurrency: int, duration: float, spy: bool) -> dict[str, flo
         raise RuntimeError(f"wrk counted {ack['acked']:.0f} acknowledgements, the gateway {spooled:.0f}")
     bot = s.start(
         f"upstream-{concurrency}",
-        ["nginx", "-p", str(s.tmp), "-c", str(s.tmp / f"upstream-{concurrency}.conf")],
+        ["nginx", "-p", str(s.tmp), "-c", str(s.tmp / f"upstream-{n}.conf")],
         LOAD_CPU,
     )
     if spy:
@@ -197,9 +197,9 @@ def main() -> int:
     args = ap.parse_args()
     rows = []
     with stack() as s:
-        for c in (int(x) for x in args.concurrency.split(",")):
+        for n, c in enumerate(int(x) for x in args.concurrency.split(",")):
             print(f"spool_concurrency {c}: ack phase, drain phase, both", flush=True)
-            rows.append(one(s, c, args.duration, args.profile))
+            rows.append(one(s, n, c, args.duration, args.profile))
     report = table(rows)
     print()
     print(report)

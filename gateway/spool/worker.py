@@ -230,6 +230,11 @@ class RouteWorker:
             return
         if not self._probe_saw_down:
             return  # it never looked down to the probe: keep the normal backoff
+        await self._back_up()
+
+    async def _back_up(self) -> None:
+        """The bot takes connections again after refusing them: every waiting row of the route
+        is due now, not after its grown backoff (whichever of the probe or a delivery saw it)."""
         self.down = False
         self._probe_saw_down = False
         self.spool.metrics.probe_recoveries.labels(self.name).inc()
@@ -258,11 +263,15 @@ class RouteWorker:
                 self.down = True
                 self._probe_saw_down = False
                 self._next_probe = self.spool.clock() + PROBE_EVERY
+            if exc.reason == "refused":
+                self._probe_saw_down = True  # the same evidence a probe would have found
         now = self.spool.clock()
         metrics = self.spool.metrics
         if status is not None and 200 <= status < 300:
-            self.down = False
             self.unrecorded.add(row.id)  # its DELETE joins the next batch
+            if self._probe_saw_down:
+                await self._back_up()  # a delivery, not the probe, was first to find it back
+            self.down = False
             metrics.deliveries.labels(self.name, "delivered").inc()
             return
         attempts = row.attempts + 1

@@ -9,8 +9,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
+from gateway.spool import worker
 from gateway.spool.store import SCHEMA_VERSION, Store
 from tests.support.inprocess import post, running_gateway
 from tests.support.process import free_port
@@ -62,6 +64,62 @@ async def test_delivery_resumes_promptly_after_a_long_outage_without_hammering(t
         assert await gw.metric("webhook_gateway_spool_probe_recoveries_total", route="bot") == 1
     # Down for 20 s with probes every 0.5 s, yet only the backoff's few delivery attempts.
     assert 1 <= retries <= 6
+
+
+class WallClockUpstream(RecordingUpstream):
+    """Records the wall-clock time each update_id arrived (the spool schedules in wall time)."""
+
+    arrived: dict[int, float] | None = None
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        answer = await super().handle(request)
+        if self.arrived is None:
+            self.arrived = {}
+        self.arrived[json.loads(self.received[-1].body)["update_id"]] = time.time()
+        return answer
+
+
+def attempts_and_next(db: Path, update_id: int) -> tuple[int, float]:
+    for _, _, body, attempts in rows(db):
+        if json.loads(body)["update_id"] == update_id:
+            conn = sqlite3.connect(db, timeout=5)
+            try:
+                (next_at,) = conn.execute("SELECT next_at FROM pending WHERE body = ?", (body,)).fetchone()
+            finally:
+                conn.close()
+            return attempts, float(next_at)
+    return -1, 0.0
+
+
+async def test_a_delivery_that_finds_the_bot_back_releases_every_waiting_chat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe is switched off: the first delivery that gets through (chat 1's short retry)
+    must make chat 2's row, refused for longer and scheduled seconds away, due at once."""
+    monkeypatch.setattr(worker, "PROBE_EVERY", 1e9)
+    db = tmp_path / "spool.db"
+    port = free_port()
+    conf = spool_config(
+        db,
+        f"http://127.0.0.1:{port}/webhook",
+        spool={"backoff_initial": "1s", "backoff_max": "60s"},
+        spool_order_by="chat",
+    )
+    chat = b'{"update_id":%d,"message":{"chat":{"id":%d}}}'
+    async with running_gateway(conf) as gw:
+        assert (await post(gw.base + "/hook/bot", chat % (1, 2)))[0] == 200
+        await eventually(lambda: attempts_and_next(db, 1)[0] >= 3, what="chat 2 refused three times")
+        assert (await post(gw.base + "/hook/bot", chat % (2, 1)))[0] == 200
+        await eventually(lambda: attempts_and_next(db, 2)[0] >= 1, what="chat 1 refused once")
+        await eventually(
+            lambda: attempts_and_next(db, 1)[1] - time.time() > 3.0, what="chat 2's retry seconds away"
+        )
+        _, scheduled = attempts_and_next(db, 1)
+        async with upstream_on(port, factory=WallClockUpstream) as up:
+            await eventually(lambda: rows(db) == [], what="both delivered")
+        assert isinstance(up, WallClockUpstream) and up.arrived is not None
+        assert up.arrived[2] <= up.arrived[1] < scheduled - 1.0
+        assert await gw.metric("webhook_gateway_spool_probe_recoveries_total", route="bot") == 1
 
 
 V1_SCHEMA = """
