@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -366,30 +367,30 @@ def loads(body: bytes) -> dict[str, Load]:
     }
 
 
+def load_client(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a load client on the load CPU and return the `BENCH_JSON` summary it prints."""
+    pinned = ["taskset", "-c", LOAD_CPU, *cmd] if shutil.which("taskset") else cmd
+    out = subprocess.run(pinned, env=env, capture_output=True, text=True, timeout=timeout).stdout
+    line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"{' '.join(cmd)} printed no summary:\n{out}")
+    summary: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
+    return summary
+
+
+def run_wrk(script: str, url: str, duration: float, connections: int, env: dict[str, str]) -> dict[str, Any]:
+    """wrk (one thread) with one of the bench's Lua scripts; its summary (see common.lua)."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{int(duration)}s", "--timeout", "5s"]
+    cmd += ["-s", str(BENCH / script), url]
+    return load_client(cmd, duration + 60, {**os.environ, "BENCH_LUA": str(BENCH), **env})
+
+
 def wrk(port: int, load: Load, body_file: Path, duration: float, connections: int) -> dict[str, float]:
     env = {
-        **os.environ,
         "BENCH_BODY": str(body_file),
         "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in load.headers.items()),
     }
-    cmd = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{int(duration)}s",
-        "--timeout",
-        "5s",
-        "-s",
-        str(BENCH / "post.lua"),
-        f"http://127.0.0.1:{port}{load.path}",
-    ]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", LOAD_CPU, *cmd]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60).stdout
-    line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{out}")
-    r = json.loads(line[len("BENCH_JSON ") :])
+    r = run_wrk("post.lua", f"http://127.0.0.1:{port}{load.path}", duration, connections, env)
     seconds = r["duration_us"] / 1e6
     # wrk counts non-2xx/3xx answers as "status" errors: for a forged load every answer is one.
     wrong = r["status"] if load.expect < 400 else r["requests"] - r["status"]
@@ -417,13 +418,7 @@ def paced(port: int, load: Load, body_file: Path, rate: float, duration: float) 
     ]
     for k, v in load.headers.items():
         cmd += ["--header", f"{k}: {v}"]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", LOAD_CPU, *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
-    line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"paced client printed no summary:\n{out}")
-    r = json.loads(line[len("BENCH_JSON ") :])
+    r = load_client(cmd, duration + 60)
     return {
         "p50_ms": r["p50_us"] / 1000,
         "p99_ms": r["p99_us"] / 1000,

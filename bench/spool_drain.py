@@ -19,8 +19,6 @@ import argparse
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 import urllib.request
@@ -38,6 +36,7 @@ from bench import (
     machine,
     profile,
     rss_mb,
+    run_wrk,
     stack,
     upstream_conf,
     wait_ready,
@@ -91,19 +90,10 @@ def delivered(admin: int) -> float:
 
 def wrk(port: int, duration: float, start: int) -> dict[str, float]:
     env = {
-        **os.environ,
         "BENCH_START": str(start),
         "BENCH_HEADERS": f"X-Telegram-Bot-Api-Secret-Token: {TG_SECRET}\nX-Forwarded-For: {TELEGRAM_IP}",
     }
-    cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{int(duration)}s", "--timeout", "5s"]
-    cmd += ["-s", str(BENCH / "spool.lua"), f"http://127.0.0.1:{port}{TG_PATH}"]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", LOAD_CPU, *cmd]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60).stdout
-    line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{out}")
-    r = json.loads(line[len("BENCH_JSON ") :])
+    r = run_wrk("spool.lua", f"http://127.0.0.1:{port}{TG_PATH}", duration, CONNECTIONS, env)
     seconds = r["duration_us"] / 1e6
     acked = r["requests"] - r["status"]  # wrk counts non-2xx answers as status errors
     errors = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["status"]
@@ -143,12 +133,12 @@ def one(s: Stack, n: int, concurrency: int, duration: float, spy: bool) -> dict[
     if spooled < ack["acked"]:
         raise RuntimeError(f"wrk counted {ack['acked']:.0f} acknowledgements, the gateway {spooled:.0f}")
     bot = s.start(
-        f"upstream-{concurrency}",
+        f"upstream-{n}",
         ["nginx", "-p", str(s.tmp), "-c", str(s.tmp / f"upstream-{n}.conf")],
         LOAD_CPU,
     )
     if spy:
-        profile(gw, RESULTS / f"spool-drain-{concurrency}.collapsed", duration)
+        profile(gw, RESULTS / f"spool-drain-{n}-{concurrency}.collapsed", duration)
     drain_s, total_s = wait_drained(admin, spooled, limit=max(300.0, duration * 30))
 
     before = delivered(admin)
