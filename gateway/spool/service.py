@@ -130,18 +130,12 @@ class Spool:
                 pass
         await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
         self.workers.clear()
-        if self._executor is not None:
-            store, self.store = self.store, None
-            if store is not None:
-                await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        if self._read_executor is not None:
-            reader, self.reader = self.reader, None
-            if reader is not None:
-                await asyncio.get_running_loop().run_in_executor(self._read_executor, reader.close)
-            self._read_executor.shutdown(wait=True)
-            self._read_executor = None
+        store, self.store = self.store, None
+        reader, self.reader = self.reader, None
+        executor, self._executor = self._executor, None
+        read_executor, self._read_executor = self._read_executor, None
+        await _close_on(executor, store)
+        await _close_on(read_executor, reader)
 
     async def _open(self) -> None:
         path = self.settings().path
@@ -271,3 +265,13 @@ class Spool:
         if now - self._marks_expired_at >= EXPIRE_MARKS_EVERY:
             self._marks_expired_at = now
             await self.db("expire_marks", now)
+
+
+async def _close_on(executor: ThreadPoolExecutor | None, store: Store | None) -> None:
+    """Close `store` on the thread that used it, then that thread (the connection's last close
+    checkpoints the WAL)."""
+    if executor is None:
+        return
+    if store is not None:
+        await asyncio.get_running_loop().run_in_executor(executor, store.close)
+    executor.shutdown(wait=True)
