@@ -80,14 +80,15 @@ class WallClockUpstream(RecordingUpstream):
 
 
 def attempts_and_next(db: Path, update_id: int) -> tuple[int, float]:
-    for _, _, body, attempts in rows(db):
+    """(attempts, next_at) of the pending row holding `update_id`; (-1, 0.0) when there is none."""
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        found = conn.execute("SELECT body, attempts, next_at FROM pending").fetchall()
+    finally:
+        conn.close()
+    for body, attempts, at in found:
         if json.loads(body)["update_id"] == update_id:
-            conn = sqlite3.connect(db, timeout=5)
-            try:
-                (next_at,) = conn.execute("SELECT next_at FROM pending WHERE body = ?", (body,)).fetchone()
-            finally:
-                conn.close()
-            return attempts, float(next_at)
+            return int(attempts), float(at)
     return -1, 0.0
 
 
